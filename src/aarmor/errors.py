@@ -1,0 +1,100 @@
+"""Error families (DESIGN.md habit 6).
+
+Bad input, tampering and unavailable components raise subclasses of `AarmorError`; caller misuse
+raises the built-in `RuntimeError`/`TypeError`/`ValueError`. Messages name what was expected, what
+was found, and where (file, rule, line), with user input in backticks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.model import Decision
+
+__all__ = [
+    "ActionDenied",
+    "AarmorError",
+    "ChainError",
+    "ConfigError",
+    "InputError",
+    "LimitExceeded",
+    "PolicyError",
+    "ReceiptError",
+    "SigningKeyError",
+    "StoreError",
+]
+
+
+class AarmorError(Exception):
+    """Base of every error aarmor raises for bad input, tampering or unavailable components."""
+
+
+class ConfigError(AarmorError):
+    """The configuration file or a keyword override is invalid."""
+
+
+class PolicyError(AarmorError):
+    """A policy failed to parse, validate or compile. The message names file, rule and line."""
+
+    def __init__(self, message: str, *, file: str | None = None, rule_id: str | None = None,
+                 line: int | None = None) -> None:
+        self.file = file
+        self.rule_id = rule_id
+        self.line = line
+        where = []
+        if rule_id is not None:
+            where.append(f"rule `{rule_id}`")
+        if file is not None:
+            where.append(f"({file}:{line})" if line is not None else f"({file})")
+        prefix = " ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.detail = message
+
+
+class InputError(AarmorError):
+    """An action's tool name, operation or arguments cannot be normalised."""
+
+
+class LimitExceeded(InputError):
+    """An untrusted input is larger than a named limit in `Limits`."""
+
+    def __init__(self, limit: str, allowed: int, found: int, what: str) -> None:
+        self.limit = limit
+        self.allowed = allowed
+        self.found = found
+        super().__init__(f"{what} exceeds limit `{limit}`: allowed {allowed}, found {found}")
+
+
+class ChainError(AarmorError):
+    """A hash chain (context log or receipt chain) does not verify."""
+
+    def __init__(self, message: str, *, session_id: str | None = None, seq: int | None = None) -> None:
+        self.session_id = session_id
+        self.seq = seq
+        super().__init__(message)
+
+
+class ReceiptError(AarmorError):
+    """A receipt is malformed, or its signature or chain link does not verify."""
+
+
+class SigningKeyError(AarmorError):
+    """A signing key is missing, unreadable, of the wrong type or has unsafe permissions."""
+
+
+class StoreError(AarmorError):
+    """The store could not read or write durably. Mediation fails closed on it."""
+
+
+class ActionDenied(AarmorError):  # noqa: N818 - public name fixed by the API contract
+    """Raised by `Session.invoke` when an action did not run.
+
+    Carries the final `decision` (DENY, or the DENY that a STEP_UP/DEFER timeout became) and the id of
+    the signed receipt that records it (None only if even the receipt could not be written).
+    """
+
+    def __init__(self, decision: Decision, receipt_id: str | None) -> None:
+        self.decision = decision
+        self.receipt_id = receipt_id
+        super().__init__(f"action denied: {decision.reason} (receipt {receipt_id})")

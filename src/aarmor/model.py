@@ -1,0 +1,359 @@
+"""Frozen value types of the action model (AARM 2.1, 2.4, 2.7).
+
+These are the only shapes that travel between layers. Doors build an `Action` through
+`aarmor.normalize`; the context accumulator hands the PDP a `ContextSnapshot`; the PDP returns a
+`Decision`. All are frozen and slotted; nested JSON is held as `FrozenMap` and tuples so that no
+layer can mutate what another has already decided on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from aarmor.canonical import format_ts
+
+__all__ = [
+    "Action",
+    "Classification",
+    "ContextSnapshot",
+    "Decision",
+    "DecisionResult",
+    "DelegationLink",
+    "FrozenMap",
+    "Identity",
+    "PriorAction",
+    "RiskLevel",
+    "ToolSpec",
+    "freeze",
+    "thaw",
+]
+
+
+class DecisionResult(str, Enum):
+    """The five AARM decisions (R4)."""
+
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    MODIFY = "MODIFY"
+    STEP_UP = "STEP_UP"
+    DEFER = "DEFER"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RiskLevel(str, Enum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Classification(str, Enum):
+    """Action classification of AARM 2.3 (the paper's two "standard" rows included)."""
+
+    FORBIDDEN = "forbidden"
+    CONTEXT_DEPENDENT_DENY = "context_dependent_deny"
+    CONTEXT_DEPENDENT_ALLOW = "context_dependent_allow"
+    CONTEXT_DEPENDENT_DEFER = "context_dependent_defer"
+    STANDARD = "standard"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FrozenMap(Mapping[str, Any]):
+    """An immutable mapping with str keys. Values are frozen recursively by `freeze`."""
+
+    __slots__ = ("_d", "_h")
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._d: dict[str, Any] = dict(data or {})
+        self._h: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._d == other._d
+        if isinstance(other, Mapping):
+            return self._d == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._h is None:
+            self._h = hash(tuple(sorted((k, _hashable(v)) for k, v in self._d.items())))
+        return self._h
+
+    def to_json(self) -> dict[str, Any]:
+        return thaw(self)  # type: ignore[no-any-return]
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    return v
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze JSON-like data: mappings to `FrozenMap`, lists to tuples."""
+    if isinstance(value, Mapping):
+        return FrozenMap({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of `freeze`: fresh, mutable dicts and lists (a tool may mutate its own copy)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationLink:
+    """One hop of a delegation chain (AARM 2.7 `delegation_chain`). Verified by the identity issue."""
+
+    delegator: str
+    delegatee: str
+    scope: tuple[str, ...] = ()
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delegator": self.delegator,
+            "delegatee": self.delegatee,
+            "scope": list(self.scope),
+            "issued_at": format_ts(self.issued_at) if self.issued_at else None,
+            "expires_at": format_ts(self.expires_at) if self.expires_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The five identity levels of AARM R6 plus roles, scopes and the delegation chain.
+
+    `human` is the human principal, `service` the service identity, `agent` the agent identity and
+    `session` the session id (filled by the session). `verified_by` names the verifier that vouched for
+    the claims ("none" for claimed-only identities: token verification arrives with the identity issue).
+    """
+
+    human: str | None = None
+    service: str | None = None
+    agent: str | None = None
+    session: str | None = None
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    delegation: tuple[DelegationLink, ...] = ()
+    verified_by: str = "none"
+
+    def __post_init__(self) -> None:
+        # Accept lists from callers; store tuples so the value stays immutable and hashable.
+        for name in ("roles", "scopes", "delegation"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                raise TypeError(f"Identity.{name} must be a sequence, got the string `{v}`")
+            if not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+
+    @property
+    def effective_scope(self) -> tuple[str, ...]:
+        """Scopes narrowed along the delegation chain: the intersection can never widen."""
+        scope = set(self.scopes)
+        for link in self.delegation:
+            if link.scope:
+                scope = scope & set(link.scope) if scope else set(link.scope)
+        return tuple(sorted(scope))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "human": self.human,
+            "service": self.service,
+            "agent": self.agent,
+            "session": self.session,
+            "roles": list(self.roles),
+            "scope": list(self.scopes),
+            "effective_scope": list(self.effective_scope),
+            "delegation_chain": [link.to_json() for link in self.delegation],
+            "verified_by": self.verified_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as an agent sees it: name, description, JSON-schema parameters, MCP-style annotations.
+
+    Annotations follow MCP's hints: readOnlyHint, destructiveHint, openWorldHint, idempotentHint.
+    """
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None
+    annotations: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", freeze(self.parameters) if self.parameters else None)
+        object.__setattr__(self, "annotations", freeze(self.annotations) if self.annotations else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": thaw(self.parameters) if self.parameters else None,
+            "annotations": thaw(self.annotations) if self.annotations else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A normalised action (AARM 2.1). Build it with `aarmor.normalize.normalize_action`."""
+
+    action_id: str
+    timestamp: datetime
+    tool: str
+    operation: str
+    parameters: FrozenMap
+    identity: Identity
+    session_id: str
+    #: the spelling the caller used, kept for audit when normalisation changed it
+    raw_tool: str | None = None
+
+    @property
+    def name(self) -> str:
+        """`tool.operation`, the form prior-action lists and policies use."""
+        return f"{self.tool}.{self.operation}" if self.operation else self.tool
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action_id": self.action_id,
+            "timestamp": format_ts(self.timestamp),
+            "tool": self.tool,
+            "operation": self.operation,
+            "parameters": thaw(self.parameters),
+            "identity": self.identity.to_json(),
+            "session_id": self.session_id,
+        }
+        if self.raw_tool is not None:
+            out["raw_tool"] = self.raw_tool
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PriorAction:
+    """One earlier action of the session as the PDP sees it."""
+
+    action_id: str
+    tool: str
+    operation: str
+    decision: DecisionResult
+    timestamp: datetime
+    executed: bool = False
+    success: bool | None = None
+    classifications: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return f"{self.tool}.{self.operation}" if self.operation else self.tool
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSnapshot:
+    """The immutable view of a session the PDP decides on (AARM 2.2 `get_evaluation_context`).
+
+    `values` holds context fields set explicitly for the session (environment state, memory trust,
+    ticket status, ...); a field absent from `values` is *unpopulated*, which is R3 DEFER trigger (a)
+    when a matching rule references it. `risk_signals` are derived signals (and any supplied by a door).
+    `alignment` and `semantic_distance` come from the pluggable intent scorer; None means no signal.
+    """
+
+    session_id: str
+    started_at: datetime
+    original_request: str | None = None
+    intent_classification: str | None = None
+    prior_actions: tuple[PriorAction, ...] = ()
+    classifications: frozenset[str] = frozenset()
+    max_sensitivity: str | None = None
+    action_count: int = 0
+    elapsed_seconds: float = 0.0
+    values: FrozenMap = field(default_factory=FrozenMap)
+    risk_signals: FrozenMap = field(default_factory=FrozenMap)
+    alignment: float | None = None
+    semantic_distance: float | None = None
+    #: how sure the system is that it can evaluate this action (AARM 2.2 delta); None = not implemented
+    confidence: float | None = None
+    chain_head: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The PDP's verdict (AARM 2.4), total: it carries its reasons and any errors.
+
+    `errors` lists evaluation errors (a rule that could not be evaluated); an erroring rule never lets a
+    weaker rule win. `defer_trigger` names the R3 trigger (`unpopulated_context`, `same_priority_conflict`,
+    `low_confidence`) when the result is DEFER for one of those reasons.
+    """
+
+    result: DecisionResult
+    reason: str
+    policy_id: str | None = None
+    policy_version: str | None = None
+    policy_hash: str | None = None
+    rule_id: str | None = None
+    matched_rules: tuple[str, ...] = ()
+    classification: Classification = Classification.STANDARD
+    risk_level: RiskLevel = RiskLevel.LOW
+    confidence: float | None = None
+    alignment: float | None = None
+    modifications: FrozenMap | None = None
+    approvers: tuple[str, ...] = ()
+    timeout: float | None = None
+    timeout_action: DecisionResult = DecisionResult.DENY
+    escalation: FrozenMap | None = None
+    defer_trigger: str | None = None
+    context_needed: tuple[str, ...] = ()
+    #: `effect.set_context` of the deciding rule, e.g. {"data_classification": ["PII"]}: tags the output
+    effects: FrozenMap | None = None
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "result": self.result.value,
+            "reason": self.reason,
+            "policy": {"policy_id": self.policy_id, "version": self.policy_version, "hash": self.policy_hash},
+            "rule_id": self.rule_id,
+            "matched_rules": list(self.matched_rules),
+            "classification": self.classification.value,
+            "risk_level": self.risk_level.value,
+            "confidence": self.confidence,
+            "alignment": self.alignment,
+            "modifications": thaw(self.modifications) if self.modifications is not None else None,
+            "approvers": list(self.approvers),
+            "timeout": self.timeout,
+            "timeout_action": self.timeout_action.value,
+            "escalation": thaw(self.escalation) if self.escalation is not None else None,
+            "defer_trigger": self.defer_trigger,
+            "context_needed": list(self.context_needed),
+            "effects": thaw(self.effects) if self.effects is not None else None,
+            "errors": list(self.errors),
+        }
