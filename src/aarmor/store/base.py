@@ -1,0 +1,121 @@
+"""The store contract and the invariants every backend shares.
+
+INVARIANT (append-only chains): an entry is accepted only if its `seq` is the head's seq + 1 (0 for the
+first) and its previous hash equals the head's hash (`GENESIS` for the first). Backends implement the
+`_`-prefixed reads and writes inside one transaction (`_txn`); this class checks the invariant there, so
+two writers cannot fork a chain. Nothing is ever updated or deleted through this interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from aarmor.errors import ChainError
+from aarmor.store.records import GENESIS, LogRecord, ReceiptRecord
+
+__all__ = ["Store"]
+
+
+class Store(ABC):
+    """Durable, append-only storage for context logs and receipts."""
+
+    url: str
+
+    # --- backend primitives -------------------------------------------------------------------
+    @abstractmethod
+    def _txn(self) -> contextlib.AbstractContextManager[None]:
+        """An exclusive write transaction: commits on exit, rolls back on error."""
+
+    @abstractmethod
+    def _log_head(self, session_id: str) -> tuple[int, str] | None: ...
+
+    @abstractmethod
+    def _insert_log(self, rec: LogRecord) -> None: ...
+
+    @abstractmethod
+    def _receipt_head(self, session_id: str) -> tuple[int, str] | None: ...
+
+    @abstractmethod
+    def _insert_receipt(self, rec: ReceiptRecord) -> None: ...
+
+    @abstractmethod
+    def read_log(self, session_id: str) -> Iterator[LogRecord]:
+        """Entries of one session ordered by seq."""
+
+    @abstractmethod
+    def log_sessions(self) -> list[str]:
+        """Ids of every session with a context log, in first-seen order."""
+
+    @abstractmethod
+    def get_receipt(self, receipt_id: str) -> ReceiptRecord | None: ...
+
+    @abstractmethod
+    def read_receipts(self, session_id: str | None = None) -> Iterator[ReceiptRecord]:
+        """Receipts of one session (or all), ordered by session then seq."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- invariant-checked appends ------------------------------------------------------------
+    def log_head(self, session_id: str) -> tuple[int, str] | None:
+        return self._log_head(session_id)
+
+    def receipt_head(self, session_id: str) -> tuple[int, str] | None:
+        return self._receipt_head(session_id)
+
+    def append_log(self, rec: LogRecord) -> None:
+        """Append one context log entry.
+
+        Raises:
+            ChainError: the entry does not extend the session's head (wrong seq or previous hash).
+            StoreError: the backend could not write durably.
+        """
+        with self._txn():
+            _check_link(self._log_head(rec.session_id), rec.seq, rec.prev_hash, rec.session_id, "log")
+            self._insert_log(rec)
+
+    def append_receipt(self, rec: ReceiptRecord) -> None:
+        """Append one receipt to its session's receipt chain.
+
+        Raises:
+            ChainError: the receipt does not extend the session's receipt chain.
+            StoreError: the backend could not write durably.
+        """
+        with self._txn():
+            _check_link(self._receipt_head(rec.session_id), rec.seq, rec.prev_receipt_hash, rec.session_id,
+                        "receipt")
+            self._insert_receipt(rec)
+
+    def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
+        """Append several entries atomically (one durable commit): all of them or none.
+
+        Raises:
+            ChainError: any entry does not extend its chain (then nothing is written).
+            StoreError: the backend could not write durably.
+        """
+        with self._txn():
+            for rec in logs:
+                _check_link(self._log_head(rec.session_id), rec.seq, rec.prev_hash, rec.session_id, "log")
+                self._insert_log(rec)
+            for r in receipts:
+                _check_link(self._receipt_head(r.session_id), r.seq, r.prev_receipt_hash, r.session_id,
+                            "receipt")
+                self._insert_receipt(r)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_link(head: tuple[int, str] | None, seq: int, prev: str, session_id: str, what: str) -> None:
+    want_seq, want_prev = (0, GENESIS) if head is None else (head[0] + 1, head[1])
+    if seq != want_seq or prev != want_prev:
+        raise ChainError(
+            f"{what} chain of session `{session_id}`: expected seq {want_seq} after `{want_prev}`, "
+            f"found seq {seq} after `{prev}`",
+            session_id=session_id, seq=seq,
+        )

@@ -1,0 +1,163 @@
+"""SQLite backend (the embedded default): one file, WAL journal, exclusive write transactions.
+
+Writers in several processes serialise on `BEGIN IMMEDIATE`, so the chain invariant checked inside the
+transaction holds across processes. `synchronous=FULL` by default: a commit that returned survives a
+power cut; `?synchronous=normal` in the URL trades that for speed (documented in docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from aarmor.errors import StoreError
+from aarmor.store.base import Store
+from aarmor.store.records import LogRecord, ReceiptRecord
+
+__all__ = ["SqliteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_entries (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    receipt_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL, action_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL, tool TEXT NOT NULL, operation TEXT NOT NULL, decision TEXT NOT NULL,
+    policy_id TEXT, human TEXT, receipt_hash TEXT NOT NULL, body TEXT NOT NULL,
+    UNIQUE (session_id, seq)
+);
+CREATE INDEX IF NOT EXISTS receipts_ts ON receipts (timestamp);
+CREATE INDEX IF NOT EXISTS receipts_human ON receipts (human);
+CREATE INDEX IF NOT EXISTS receipts_decision ON receipts (decision);
+CREATE INDEX IF NOT EXISTS receipts_action ON receipts (action_id);
+"""
+
+_SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        if synchronous not in _SYNC:
+            raise StoreError(f"sqlite synchronous `{synchronous}` is not one of {', '.join(_SYNC)}")
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={_SYNC[synchronous]}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store `{self.path}`: {exc}") from exc
+        if int(found) != SCHEMA_VERSION:
+            raise StoreError(f"store `{self.path}` has schema version {found}, expected {SCHEMA_VERSION}")
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[None]:
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a write on `{self.path}`: {exc}") from exc
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"write to `{self.path}` failed: {exc}") from exc
+                raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("store already closed")
+
+    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        with self._lock:
+            self._check_open()
+            try:
+                row: tuple[object, ...] | None = self._db.execute(sql, args).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"read from `{self.path}` failed: {exc}") from exc
+            return row
+
+    def _all(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"read from `{self.path}` failed: {exc}") from exc
+
+    def _log_head(self, session_id: str) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, entry_hash FROM log_entries WHERE session_id=? ORDER BY seq DESC LIMIT 1",
+                        (session_id,))
+        return (int(row[0]), str(row[1])) if row else None  # type: ignore[call-overload]
+
+    def _insert_log(self, rec: LogRecord) -> None:
+        self._db.execute(
+            "INSERT INTO log_entries VALUES (?,?,?,?,?,?,?)",
+            (rec.session_id, rec.seq, rec.kind, json.dumps(rec.body, separators=(",", ":")),
+             rec.recorded_at, rec.prev_hash, rec.entry_hash),
+        )
+
+    def _receipt_head(self, session_id: str) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, receipt_hash FROM receipts WHERE session_id=? ORDER BY seq DESC LIMIT 1",
+                        (session_id,))
+        return (int(row[0]), str(row[1])) if row else None  # type: ignore[call-overload]
+
+    def _insert_receipt(self, r: ReceiptRecord) -> None:
+        self._db.execute(
+            "INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
+             r.policy_id, r.human, r.receipt_hash, json.dumps(r.body, separators=(",", ":"))),
+        )
+
+    def read_log(self, session_id: str) -> Iterator[LogRecord]:
+        rows = self._all("SELECT * FROM log_entries WHERE session_id=? ORDER BY seq", (session_id,))
+        for s, seq, kind, body, at, prev, h in rows:
+            yield LogRecord(str(s), int(seq), str(kind), json.loads(str(body)), str(at), str(prev), str(h))  # type: ignore[call-overload]
+
+    def log_sessions(self) -> list[str]:
+        rows = self._all("SELECT session_id FROM log_entries WHERE seq=0 ORDER BY recorded_at, session_id", ())
+        return [str(r[0]) for r in rows]
+
+    @staticmethod
+    def _receipt(row: tuple[object, ...]) -> ReceiptRecord:
+        rid, sid, seq, aid, ts, tool, op, dec, pid, human, h, body = row
+        return ReceiptRecord(str(rid), str(sid), int(seq), str(aid), str(ts), str(tool), str(op),  # type: ignore[call-overload]
+                             str(dec), None if pid is None else str(pid), None if human is None else str(human),
+                             str(h), json.loads(str(body)))
+
+    def get_receipt(self, receipt_id: str) -> ReceiptRecord | None:
+        row = self._one("SELECT * FROM receipts WHERE receipt_id=?", (receipt_id,))
+        return self._receipt(row) if row else None
+
+    def read_receipts(self, session_id: str | None = None) -> Iterator[ReceiptRecord]:
+        if session_id is None:
+            rows = self._all("SELECT * FROM receipts ORDER BY session_id, seq", ())
+        else:
+            rows = self._all("SELECT * FROM receipts WHERE session_id=? ORDER BY seq", (session_id,))
+        for row in rows:
+            yield self._receipt(row)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
