@@ -1,0 +1,1 @@
+"""Doors: each translates a native call into the one mediation pipeline and decides nothing itself."""

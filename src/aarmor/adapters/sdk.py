@@ -1,0 +1,170 @@
+"""The Python SDK door: `Session.invoke`, `Session.evaluate` and the `protect` decorator.
+
+Rules: the door only translates (function call -> tool name + JSON arguments) and hands over to the
+`Mediator`. `protect` binds positional arguments to parameter names so the policy sees every argument,
+not only keyword ones (a gap in the AARM quickstart). The session bound to the current context
+(`contextvars`) is the one `with guard.session(...)` entered, so threads and asyncio tasks each see
+their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aarmor.model import Decision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.guard import Guard
+    from aarmor.mediator import SessionState
+
+__all__ = ["Session", "current_session", "protect"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("aarmor_session", default=None)
+
+
+def current_session() -> Session:
+    """The session bound to the current context.
+
+    Raises:
+        RuntimeError: no `with guard.session(...)` block is active here.
+    """
+    session = _current.get()
+    if session is None:
+        raise RuntimeError("no aarmor session is active: call the protected function inside "
+                           "`with guard.session(...):`")
+    return session
+
+
+class Session:
+    """One agent session: a context log, a bound identity and a receipt chain. Not built directly."""
+
+    def __init__(self, guard: Guard, state: SessionState) -> None:
+        self._guard = guard
+        self._state = state
+        self._tokens: list[contextvars.Token[Session | None]] = []
+
+    @property
+    def session_id(self) -> str:
+        return self._state.session_id
+
+    @property
+    def identity(self) -> Any:
+        return self._state.identity
+
+    def invoke(self, tool: str, arguments: dict[str, Any] | None, execute: Callable[[dict[str, Any]], Any], *,
+               operation: str | None = None) -> Any:
+        """Mediate one call. `execute(arguments)` runs only if allowed (with modified arguments on MODIFY).
+
+        Returns what `execute` returned.
+
+        Raises:
+            ActionDenied: the action did not run (DENY, or STEP_UP/DEFER not resolved); carries `.decision`
+                and `.receipt_id`.
+            RuntimeError: the session is closed.
+            Exception: whatever `execute` raised, after the failure was recorded.
+        """
+        return self._guard.mediator.invoke(self._state, tool, arguments, execute, operation)
+
+    async def ainvoke(self, tool: str, arguments: dict[str, Any] | None,
+                      execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], *,
+                      operation: str | None = None) -> Any:
+        """Async `invoke`: STEP_UP and DEFER waits do not block the event loop; `execute` may be async."""
+        return await self._guard.mediator.ainvoke(self._state, tool, arguments, execute, operation)
+
+    def evaluate(self, tool: str, arguments: dict[str, Any] | None, *, operation: str | None = None) -> Decision:
+        """Dry run: the decision the call would get now. Executes and records nothing."""
+        return self._guard.mediator.evaluate(self._state, tool, arguments, operation)
+
+    def set_context(self, name: str, value: Any, *, source: str) -> None:
+        """Populate `context.<name>` for later decisions (environment state, ticket status...), logged
+        with its source so a receipt's context hash covers it."""
+        self._state.ctx.set_value(name, value, source=source, now=self._guard._clock())
+
+    def close(self) -> None:
+        """End the session (logged). Later calls raise RuntimeError."""
+        with self._state.lock:
+            if self._state.closed:
+                return
+            self._state.closed = True
+        self._state.ctx.end(self._guard._clock())
+
+    def __enter__(self) -> Session:
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._tokens.pop())
+        self.close()
+
+    async def __aenter__(self) -> Session:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+
+def _bind(fn: Callable[..., Any], sig: inspect.Signature, args: tuple[Any, ...],
+          kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = sig.bind(*args, **kwargs)
+    out: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            out[name] = list(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _call(fn: Callable[..., Any], sig: inspect.Signature, arguments: dict[str, Any]) -> Any:
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for name, p in sig.parameters.items():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(arguments.pop(name, []))
+        elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            if name in arguments:
+                args.append(arguments.pop(name))
+        elif p.kind is not inspect.Parameter.VAR_KEYWORD and name in arguments:
+            kwargs[name] = arguments.pop(name)
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    if arguments and not has_var_kw:
+        # MODIFY added a key the function does not take (e.g. `_aarm_filter`): refuse rather than drop it
+        raise TypeError(f"modified arguments {sorted(arguments)} are not parameters of {fn.__qualname__}")
+    kwargs.update(arguments)
+    return fn(*args, **kwargs)
+
+
+def protect(tool: str, *, operation: str | None = None) -> Callable[[F], F]:
+    """Decorator: every call of the function is mediated in the session bound to the current context."""
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn)
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                session = current_session()
+                return await session.ainvoke(tool, _bind(fn, sig, args, kwargs),
+                                             lambda a: _call(fn, sig, a), operation=operation)
+
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            session = current_session()
+            return session.invoke(tool, _bind(fn, sig, args, kwargs), lambda a: _call(fn, sig, a),
+                                  operation=operation)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+

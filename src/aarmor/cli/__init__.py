@@ -1,0 +1,53 @@
+"""The `aarmor` command line. Sub-commands live in sibling modules; each imports its heavy parts lazily.
+
+Exit codes everywhere: 0 ok, 1 a verification or test failed, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from aarmor import __version__
+
+app = typer.Typer(
+    name="aarmor",
+    help="Runtime security for AI agent actions (CSA AARM): policy, signed receipts, verifiable context.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aarmor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """aarmor: intercept, evaluate, enforce and record every agent action."""
+
+
+def _wire() -> None:
+    from aarmor.cli import audit, demo, keys, log, policy, receipts
+
+    app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
+    app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
+    app.add_typer(receipts.app, name="receipts", help="Export, verify and show signed receipts.")
+    app.add_typer(log.app, name="log", help="Verify the hash-chained context logs.")
+    app.add_typer(audit.app, name="audit", help="Forensic reconstruction from receipts.")
+    app.command(name="demo")(demo.demo)
+
+
+def main() -> None:
+    """Console entry point."""
+    _wire()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,265 @@
+"""Configuration: the `aarmor.yaml` schema, defaults and keyword overrides.
+
+Rules this module enforces:
+- Unknown keys anywhere are an error naming the key and the file (pydantic `extra="forbid"`).
+- Precedence: keyword overrides > `AARMOR_HOME` (for `home` only) > the file > built-in defaults.
+- Which file: the `path` argument, else `$AARMOR_CONFIG`, else `./aarmor.yaml` if it exists, else none.
+- Defaults are embedded: SQLite under the per-user data directory, keys in `<home>/keys`, the built-in
+  `default` policy. Nothing here can switch mediation to fail-open: there is no such key.
+Pydantic stays at this edge; `load_config` returns frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aarmor.errors import ConfigError
+from aarmor.limits import Limits
+
+__all__ = [
+    "ClassificationConfig",
+    "Config",
+    "RedactionConfig",
+    "ToolConfig",
+    "default_home",
+    "load_config",
+]
+
+DEFAULT_REDACT_FIELDS = (
+    "password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "access_token",
+    "refresh_token", "private_key", "client_secret", "cookie", "ssn", "card_number",
+)
+LEVELS = ("PUBLIC", "INTERNAL", "CONFIDENTIAL", "RESTRICTED")
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionConfig:
+    """How parameters appear in receipts and the context log (AARM threat 10: no side channel).
+
+    mode `clear`: values kept, except keys in `fields` (any depth, case-insensitive) -> digests.
+    mode `digest`: every leaf value digested, except keys in `allow`.
+    Credential-looking strings are digested in both modes.
+    """
+
+    mode: Literal["clear", "digest"] = "clear"
+    fields: tuple[str, ...] = DEFAULT_REDACT_FIELDS
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolConfig:
+    """Per-tool declarations: output labels (R2), trust, and the default operation name."""
+
+    returns: tuple[str, ...] = ()
+    trusted: bool = False
+    operation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClassificationConfig:
+    levels: tuple[str, ...] = LEVELS
+    #: AARM R2: what an output no mechanism classifies, from an undeclared tool, counts as
+    unclassified: str = "RESTRICTED"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    home: Path
+    store: str
+    keys: Path
+    policy: str = "builtin:default"
+    internal_domains: tuple[str, ...] = ()
+    #: `enforce`: an action without a human or service identity is DENY; `flag`: recorded and allowed on
+    identity_mode: Literal["enforce", "flag"] = "enforce"
+    tools: dict[str, ToolConfig] = field(default_factory=dict)
+    classification: ClassificationConfig = ClassificationConfig()
+    redaction: RedactionConfig = RedactionConfig()
+    confidence_threshold: float = 0.0
+    approval_timeout: float = 3600.0
+    defer_timeout: float = 300.0
+    defer_max_timeout: float = 3600.0
+    limits: Limits = Limits()
+    source: str | None = None
+
+
+# --- the file schema (edge only) --------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Tool(_Strict):
+    returns: list[str] = Field(default_factory=list)
+    trusted: bool = False
+    operation: str | None = None
+
+
+class _Classification(_Strict):
+    levels: list[str] = Field(default_factory=lambda: list(LEVELS), min_length=1)
+    unclassified: str = "RESTRICTED"
+
+
+class _Redaction(_Strict):
+    mode: Literal["clear", "digest"] = "clear"
+    fields: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_FIELDS))
+    allow: list[str] = Field(default_factory=list)
+
+
+class _Identity(_Strict):
+    mode: Literal["enforce", "flag"] = "enforce"
+
+
+class _Decision(_Strict):
+    confidence_threshold: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class _Approvals(_Strict):
+    default_timeout: float = Field(3600.0, gt=0)
+
+
+class _Deferrals(_Strict):
+    default_timeout: float = Field(300.0, gt=0)
+    max_timeout: float = Field(3600.0, gt=0, le=3600.0)
+
+
+_LimitsModel = type(
+    "_Limits", (_Strict,),
+    {"__annotations__": {f.name: int | None for f in fields(Limits)}} | {f.name: None for f in fields(Limits)},
+)
+
+
+class _File(_Strict):
+    home: str | None = None
+    store: str | None = None
+    keys: str | None = None
+    policy: str | None = None
+    internal_domains: list[str] = Field(default_factory=list)
+    identity: _Identity = _Identity()
+    tools: dict[str, _Tool] = Field(default_factory=dict)
+    classification: _Classification = _Classification()
+    redaction: _Redaction = _Redaction()
+    decision: _Decision = _Decision()
+    approvals: _Approvals = _Approvals()
+    deferrals: _Deferrals = _Deferrals()
+    limits: _LimitsModel = _LimitsModel()  # type: ignore[valid-type]
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, v: dict[str, _Tool]) -> dict[str, _Tool]:
+        from aarmor.normalize import normalize_name
+
+        return {normalize_name(k): t for k, t in v.items()}
+
+
+def default_home() -> Path:
+    """`$AARMOR_HOME`, else the per-user data directory (e.g. ~/.local/share/aarmor)."""
+    env = os.environ.get("AARMOR_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("aarmor", appauthor=False))
+
+
+def _find_file(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("AARMOR_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("aarmor.yaml")
+    return local if local.is_file() else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration `{path}`: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration `{path}` is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration `{path}` must be a mapping, found {type(data).__name__}")
+    return data
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"`{loc}`: {msg}")
+    return f"configuration {where}: " + "; ".join(parts)
+
+
+_OVERRIDES = {"home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
+              "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
+              "classification"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Load the configuration file (if any) and apply keyword overrides.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown keys, wrong types or an unknown override.
+    """
+    unknown = set(overrides) - _OVERRIDES
+    if unknown:
+        raise ConfigError(f"unknown configuration override `{sorted(unknown)[0]}`; expected one of "
+                          + ", ".join(sorted(_OVERRIDES)))
+    file = _find_file(path)
+    raw = _read(file) if file else {}
+    try:
+        f = _File.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, f"`{file}`")) from exc
+    except Exception as exc:  # a tool name that cannot be normalised, from the validator
+        raise ConfigError(f"configuration `{file}`: {exc}") from exc
+
+    base = file.parent if file else Path.cwd()
+    home = overrides.get("home")
+    home = Path(home) if home else (default_home() if os.environ.get("AARMOR_HOME") or not f.home
+                                    else (base / Path(f.home).expanduser()))
+    store = overrides.get("store") or f.store or f"sqlite:///{Path(home).absolute() / 'aarmor.db'}"
+    keys = Path(overrides.get("keys") or (base / f.keys if f.keys else Path(home) / "keys"))
+    policy = overrides.get("policy") or (
+        f.policy if f.policy is None or f.policy.startswith("builtin:") else str(base / f.policy)
+    ) or "builtin:default"
+    cls = f.classification
+    if cls.unclassified not in cls.levels:
+        raise ConfigError(f"configuration: classification.unclassified `{cls.unclassified}` is not one of "
+                          f"the levels {', '.join(cls.levels)}")
+    limits = Limits(**{k: v for k, v in f.limits.model_dump().items() if v is not None})
+    cfg = Config(
+        home=Path(home),
+        store=store,
+        keys=keys,
+        policy=policy,
+        internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
+        identity_mode=overrides.get("identity_mode", f.identity.mode),
+        tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation)
+                                         for k, t in f.tools.items()},
+        classification=overrides.get("classification") or ClassificationConfig(tuple(cls.levels),
+                                                                                 cls.unclassified),
+        redaction=overrides.get("redaction") or RedactionConfig(f.redaction.mode, tuple(f.redaction.fields),
+                                                                tuple(f.redaction.allow)),
+        confidence_threshold=overrides.get("confidence_threshold", f.decision.confidence_threshold),
+        approval_timeout=overrides.get("approval_timeout", f.approvals.default_timeout),
+        defer_timeout=min(overrides.get("defer_timeout", f.deferrals.default_timeout), f.deferrals.max_timeout),
+        defer_max_timeout=f.deferrals.max_timeout,
+        limits=overrides.get("limits") or limits,
+        source=str(file) if file else None,
+    )
+    if cfg.identity_mode not in ("enforce", "flag"):
+        raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
+    return cfg

@@ -1,0 +1,77 @@
+"""Derived risk signals (AARM 2.2 `risk_signals`): pure functions of the session aggregates.
+
+Every signal below is always populated (so a rule that references it never DEFERs on an unpopulated
+field), except `scope_expansion` (only when the session declared a tool catalogue) and the two
+`*_exceeded`/`*_anomaly` flags (only when their limit is configured):
+
+- `classification_escalation` (bool): the highest level read so far is above
+  `expected_classification` (PUBLIC).
+- `max_classification_level` (int): index of that level in the ladder (PUBLIC=0 ... RESTRICTED=3);
+  -1 when nothing has been read.
+- `sensitive_read` (bool): a level at or above `sensitive_level` (CONFIDENTIAL) has been read.
+- `chain_length` (int): actions requested in the session so far (all of them, not the window).
+- `chain_length_exceeded` (bool): `chain_length` > `chain_length_limit` (only when a limit is set).
+- `velocity` (int): actions requested in the last `velocity_window_seconds` (60) up to `now`.
+- `velocity_anomaly` (bool): `velocity` >= `velocity_limit` (only when set): the next action would
+  exceed it.
+- `scope_expansion` (bool): the action being evaluated, or an earlier one, names a tool outside the
+  session's tool catalogue (only when a catalogue was given).
+- `out_of_scope_actions` (int): earlier actions outside the catalogue (with `scope_expansion`).
+
+Rules: the current action is never counted in `chain_length` or `velocity` (it has not been requested
+yet when the PDP sees the snapshot); levels not in the ladder count as the highest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_SIGNALS", "SignalConfig", "derive_signals"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalConfig:
+    """Thresholds of the derived signals (see the module docstring)."""
+
+    expected_classification: str = "PUBLIC"
+    sensitive_level: str = "CONFIDENTIAL"
+    velocity_window_seconds: float = 60.0
+    velocity_limit: int | None = None
+    chain_length_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.velocity_window_seconds > 0:
+            raise ValueError(f"velocity_window_seconds must be > 0, found {self.velocity_window_seconds}")
+        for name in ("velocity_limit", "chain_length_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0, found {v}")
+
+
+DEFAULT_SIGNALS = SignalConfig()
+
+
+def derive_signals(*, max_rank: int, expected_rank: int, sensitive_rank: int, action_count: int,
+                   velocity: int, out_of_scope: int | None, current_out_of_scope: bool,
+                   config: SignalConfig = DEFAULT_SIGNALS) -> dict[str, Any]:
+    """The risk signals of one snapshot.
+
+    `out_of_scope` is None when the session has no tool catalogue (then `scope_expansion` is absent);
+    `current_out_of_scope` says whether the action being evaluated is outside it.
+    """
+    signals: dict[str, Any] = {
+        "classification_escalation": max_rank > expected_rank,
+        "max_classification_level": max_rank,
+        "sensitive_read": max_rank >= sensitive_rank,
+        "chain_length": action_count,
+        "velocity": velocity,
+    }
+    if config.chain_length_limit is not None:
+        signals["chain_length_exceeded"] = action_count > config.chain_length_limit
+    if config.velocity_limit is not None:
+        signals["velocity_anomaly"] = velocity >= config.velocity_limit
+    if out_of_scope is not None:
+        signals["scope_expansion"] = out_of_scope > 0 or current_out_of_scope
+        signals["out_of_scope_actions"] = out_of_scope
+    return signals

@@ -1,0 +1,248 @@
+"""The composition root: configuration in, one wired pipeline out (DESIGN.md section 2).
+
+`Guard.open` reads the configuration, opens the store, the keyring and the policy, and builds the single
+`Mediator` every door uses. Policy reload is atomic: a policy that fails to load never replaces the active
+one; the error is kept in `guard.policy_status` and logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aarmor.approvals import ApprovalService, UnattendedApprovals
+from aarmor.config import Config, load_config
+from aarmor.context import Classifier, SessionContext
+from aarmor.deferrals import DeferralService, UnresolvedDeferrals
+from aarmor.errors import InputError, LimitExceeded, PolicyError
+from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
+from aarmor.intent import AlignmentScorer, NeutralScorer
+from aarmor.mediator import Mediator, SessionState
+from aarmor.model import Identity, ToolSpec
+from aarmor.normalize import normalize_name
+from aarmor.policy import PolicySet, load_builtin, load_policy
+from aarmor.receipts import Keyring, ReceiptSigner
+from aarmor.store import Store, open_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.adapters.sdk import Session
+
+__all__ = ["Guard", "PolicyStatus"]
+
+log = logging.getLogger("aarmor")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """The active policy and the outcome of the last (re)load attempt."""
+
+    source: str
+    policy_id: str | None
+    version: str | None
+    hash: str | None
+    loaded_at: datetime
+    last_error: str | None = None
+
+
+class _PolicyHolder:
+    """Holds the active policy; reloads from its file when it changes, keeping the last good one."""
+
+    def __init__(self, source: str, internal_domains: tuple[str, ...], limits: Any,
+                 reload_interval: float) -> None:
+        self.source = source
+        self._domains = internal_domains
+        self._limits = limits
+        self._interval = reload_interval
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._mtime = self._stat()
+        self.policy: PolicySet = self._load()  # raises PolicyError: a bad policy at start-up is fatal
+        self.status = PolicyStatus(source, self.policy.policy_id, self.policy.version, self.policy.hash,
+                                   utc_now())
+
+    def _stat(self) -> float | None:
+        if self.source.startswith("builtin:"):
+            return None
+        try:
+            p = Path(self.source)
+            return max([p.stat().st_mtime] + [c.stat().st_mtime for c in p.glob("*.y*ml")]) if p.is_dir() \
+                else p.stat().st_mtime
+        except OSError:
+            return None
+
+    def _load(self) -> PolicySet:
+        if self.source.startswith("builtin:"):
+            return load_builtin(self.source.removeprefix("builtin:"))
+        return load_policy(self.source, internal_domains=self._domains, limits=self._limits)
+
+    def current(self) -> PolicySet:
+        # Hot path: one monotonic read; a stat at most once per interval.
+        if self._interval > 0 and time.monotonic() - self._checked >= self._interval:
+            self.maybe_reload()
+        return self.policy
+
+    def maybe_reload(self) -> None:
+        with self._lock:
+            self._checked = time.monotonic()
+            mtime = self._stat()
+            if mtime is not None and mtime != self._mtime:
+                self._mtime = mtime
+                self.reload()
+
+    def reload(self) -> PolicyStatus:
+        try:
+            new = self._load()
+        except (PolicyError, OSError) as exc:
+            # INVARIANT: a policy that fails to load never replaces the active one.
+            self.status = PolicyStatus(self.source, self.policy.policy_id, self.policy.version,
+                                       self.policy.hash, self.status.loaded_at, last_error=str(exc))
+            log.error("policy reload rejected, keeping %s (%s): %s", self.policy.policy_id,
+                      self.policy.hash, exc)
+            return self.status
+        self.policy = new
+        self.status = PolicyStatus(self.source, new.policy_id, new.version, new.hash, utc_now())
+        log.info("policy loaded: %s version %s (%s)", new.policy_id, new.version, new.hash)
+        return self.status
+
+
+class Guard:
+    """An aarmor runtime: policy, context store, keys and the mediation pipeline.
+
+    Use `Guard.open()`; then `guard.session(...)` for each agent session.
+    """
+
+    def __init__(self, config: Config, *, verifier: IdentityVerifier | None = None,
+                 scorer: AlignmentScorer | None = None, approvals: ApprovalService | None = None,
+                 deferrals: DeferralService | None = None, clock: Callable[[], datetime] = utc_now,
+                 policy_reload_interval: float = 2.0) -> None:
+        self.config = config
+        self._clock = clock
+        self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
+                                     policy_reload_interval)
+        self.store: Store = open_store(config.store)
+        try:
+            self.keyring = Keyring.open(config.keys)
+        except BaseException:
+            self.store.close()
+            raise
+        self.classifier = Classifier(
+            declared={name: t.returns for name, t in config.tools.items()},
+            trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
+            levels=config.classification.levels, unclassified=config.classification.unclassified,
+            limits=config.limits)
+        self._approvals = approvals or UnattendedApprovals()
+        self._deferrals = deferrals or UnresolvedDeferrals()
+        self.mediator = Mediator(
+            policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
+            verifier=verifier or ClaimedIdentityVerifier(config.identity_mode),
+            scorer=scorer or NeutralScorer(), approvals=self._approvals, deferrals=self._deferrals,
+            config=config, clock=clock)
+        self._closed = False
+
+    @classmethod
+    def open(cls, config: str | os.PathLike[str] | Config | None = None, **overrides: Any) -> Guard:
+        """Open a runtime from a configuration file (or `Config`) with keyword overrides.
+
+        Overrides: `policy=` a path or `builtin:NAME`, `store=` a store URL, `keys=` a key directory, `home=`,
+        and any other `aarmor.config.load_config` keyword.
+
+        Raises:
+            ConfigError: invalid configuration. PolicyError: the policy does not load.
+            StoreError: the store cannot be opened. SigningKeyError: the signing key is unusable.
+        """
+        if isinstance(config, Config):
+            if overrides:
+                raise TypeError("pass overrides to load_config, not together with a Config object")
+            return cls(config)
+        return cls(load_config(config, **overrides))
+
+    # --- policy -------------------------------------------------------------------------------
+    @property
+    def policy(self) -> PolicySet:
+        return self._policy.policy
+
+    @property
+    def policy_status(self) -> PolicyStatus:
+        return self._policy.status
+
+    def reload_policy(self) -> PolicyStatus:
+        """Reload the policy now; on failure the active policy stays and `last_error` says why."""
+        return self._policy.reload()
+
+    # --- sessions -----------------------------------------------------------------------------
+    def session(self, *, identity: Identity, original_request: str | None = None,
+                tools: list[ToolSpec] | tuple[ToolSpec, ...] | None = None, session_id: str | None = None,
+                intent_classification: str | None = None) -> Session:
+        """Start (or, with an existing `session_id`, resume) an agent session.
+
+        Raises:
+            InputError: bad identity, request text over the limit, or a tool spec name that cannot be
+                normalised.
+        """
+        from aarmor.adapters.sdk import Session
+
+        self._check_open()
+        if not isinstance(identity, Identity):
+            raise InputError(f"identity must be an aarmor.Identity, found {type(identity).__name__}")
+        if original_request is not None and len(original_request) > self.config.limits.max_request_chars:
+            raise LimitExceeded("max_request_chars", self.config.limits.max_request_chars,
+                                len(original_request), "original request")
+        specs = tuple(tools or ())
+        for spec in specs:
+            normalize_name(spec.name)
+        sid = session_id or "sess_" + uuid.uuid4().hex
+        identity = dataclasses.replace(identity, session=sid)
+        now = self._clock()
+        if session_id is not None and self.store.log_head(sid) is not None:
+            ctx = SessionContext.resume(self.store, sid, classifier=self.classifier,
+                                        window=self.config.limits.max_window)
+        else:
+            ctx = SessionContext.start(self.store, session_id=sid, identity=identity,
+                                       original_request=original_request,
+                                       intent_classification=intent_classification, tools=specs, now=now,
+                                       classifier=self.classifier, window=self.config.limits.max_window)
+        state = SessionState(sid, identity, ctx)
+        head = self.store.receipt_head(sid)
+        if head is not None:
+            state.receipt_seq, state.receipt_head = head
+        return Session(self, state)
+
+    def protect(self, tool: str, *, operation: str | None = None) -> Callable[[Any], Any]:
+        """Decorator: mediate every call of a sync or async function in the current session."""
+        from aarmor.adapters.sdk import protect
+
+        return protect(tool, operation=operation)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("guard already closed")
+
+    def close(self) -> None:
+        """Release waiters (they end as DENY) and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._approvals.close()
+        self._deferrals.close()
+        self.store.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
