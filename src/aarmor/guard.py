@@ -85,7 +85,8 @@ class _PolicyHolder:
 
     def _load(self) -> PolicySet:
         if self.source.startswith("builtin:"):
-            return load_builtin(self.source.removeprefix("builtin:"))
+            return load_builtin(self.source.removeprefix("builtin:"), internal_domains=self._domains,
+                                limits=self._limits)
         return load_policy(self.source, internal_domains=self._domains, limits=self._limits)
 
     def current(self) -> PolicySet:

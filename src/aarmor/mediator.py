@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
-from aarmor.canonical import TAG_OUTPUT, digest, format_ts
+from aarmor.canonical import format_ts
 from aarmor.deferrals import DeferralRequest, DeferralResolution, DeferralService
 from aarmor.errors import ActionDenied, InputError
 from aarmor.identity import IdentityVerifier
@@ -146,7 +146,7 @@ class Mediator:
         identity, flag = self._verifier.verify(action.identity, now=now)
         if identity is not action.identity:
             action = dataclasses.replace(action, identity=identity)
-        snapshot = st.ctx.snapshot(now)
+        snapshot = st.ctx.snapshot(now, action=action)
         signal = self._scorer.score(action, snapshot)
         if signal is not None:
             snapshot = dataclasses.replace(snapshot, alignment=signal.alignment,
@@ -190,7 +190,7 @@ class Mediator:
             view, dig = redact_parameters(action.parameters, self._cfg.redaction), parameters_digest(
                 action.parameters)
         except Exception:
-            view, dig = {}, digest(TAG_OUTPUT, {})
+            view, dig = {}, parameters_digest({})
         return _Call(st, action, decision, decision, now, view, dig, error=exc)
 
     def _error_decision(self, exc: BaseException) -> Decision:
@@ -290,15 +290,16 @@ class Mediator:
         self._verifier.verify(call.action.identity, now=self._clock())
 
     def _write_deferral_receipt(self, call: _Call, req: DeferralRequest) -> None:
-        """AARM R4/R5: a receipt at DEFER time, a second at resolution."""
+        """AARM R4/R5: a receipt at DEFER time (this one), a second at resolution or timeout."""
         call.deferral = {
             "deferral_id": req.deferral_id, "reason": req.reason, "trigger": req.trigger,
             "context_needed": list(req.context_needed), "deferred_at": format_ts(req.deferred_at),
             "timeout_at": format_ts(req.timeout_at), "resolution_method": None, "resolved_at": None,
             "result": None,
         }
-        body = self._receipt_body(call, kind="deferral")
-        self._commit(call.st, logs=(), receipt_body=body)
+        event = dict(call.deferral)
+        self._commit(call, kind="deferral",
+                     stage=lambda tx: tx.event("deferral_created", event, now=call.now))
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         call.error = exc
@@ -316,26 +317,23 @@ class Mediator:
         call.execution["success"] = call.tool_error is None
         if call.tool_error is not None:
             call.execution["error"] = f"{type(call.tool_error).__name__}: {call.tool_error}"
-        else:
-            try:
-                call.execution["output_hash"] = digest(TAG_OUTPUT, call.output)
-            except InputError:  # not JSON: digest its repr, marked as such
-                call.execution["output_hash"] = digest(TAG_OUTPUT, raw=repr(call.output).encode())
-                call.execution["output_hash_of"] = "repr"
 
     # --- phase 4: outcome + receipt, one commit -------------------------------------------------
     def _finish(self, call: _Call) -> Any:
         executed = call.execution is not None
         receipt_id: str | None = None
-        try:
-            log = call.st.ctx.prepare_outcome(
-                call.action, executed=executed,
-                success=None if not executed else call.tool_error is None,
+
+        def stage(tx: Any) -> None:
+            log, _labels = tx.outcome(
+                call.action, executed=executed, success=None if not executed else call.tool_error is None,
                 output=call.output if executed and call.tool_error is None else None,
-                error=call.tool_error or call.error, now=self._clock(),
-                effects=call.decision.effects)
-            body = self._receipt_body(call, kind="resolution" if call.deferral else "decision")
-            receipt_id = self._commit(call.st, logs=(log,), receipt_body=body)
+                error=call.tool_error or call.error, now=self._clock(), effects=call.decision.effects)
+            if call.execution is not None:
+                # the same digest the context log holds: receipt and log agree on what came back
+                call.execution["output_hash"] = log.body.get("output_digest")
+
+        try:
+            receipt_id = self._commit(call, kind="resolution" if call.deferral else "decision", stage=stage)
         except Exception as exc:
             if executed:
                 raise  # the action ran; its audit record failed: the caller must know (StoreError)
@@ -365,15 +363,16 @@ class Mediator:
                                "reason": call.final.reason, "identity_flag": call.flag}
         return body
 
-    def _commit(self, st: SessionState, *, logs: tuple[Any, ...], receipt_body: dict[str, Any]) -> str:
-        """Sign and store a receipt (with any log records) atomically; move the heads only after."""
-        with st.lock:
-            receipt_body["seq"] = st.receipt_seq + 1
-            receipt_body["prev_receipt_hash"] = st.receipt_head
-            record = self._signer.sign(receipt_body)
-            self._store.append_all(logs=logs, receipts=(record,))
-            if logs:
-                st.ctx.commit(logs)
+    def _commit(self, call: _Call, *, kind: str, stage: Callable[[Any], None]) -> str:
+        """Stage log entries, sign the receipt and write both in one durable commit.
+
+        INVARIANT: the session's log head and receipt head move only after the store write returned.
+        """
+        st = call.st
+        with st.ctx.atomic() as tx, st.lock:
+            stage(tx)
+            record = self._signer.sign(self._receipt_body(call, kind=kind))
+            tx.commit(receipts=(record,))
             st.receipt_seq, st.receipt_head = record.seq, record.receipt_hash
             return record.receipt_id
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aarmor import ActionDenied, DecisionResult
+from aarmor.errors import StoreError
 from tests.conformance.conftest import Tool, receipts
 
 
@@ -56,10 +57,13 @@ def test_deferred_action_is_suspended_without_effects_and_receipted(guard: Any, 
 
 
 def test_store_unavailable_means_action_fails_closed(guard: Any, alice: Any, tool: Tool) -> None:
-    with guard.session(identity=alice, original_request="send the agenda") as s:
-        guard.store.close()  # the context store goes away under the running session
-        with pytest.raises(ActionDenied) as info:
-            s.invoke("email.send", {"to": "bob@company.com"}, tool)
+    s = guard.session(identity=alice, original_request="send the agenda")
+    # The store stops accepting writes under the running session (SQLite refuses them for real).
+    guard.store._db.execute("PRAGMA query_only=1")
+    with pytest.raises(ActionDenied) as info:
+        s.invoke("email.send", {"to": "bob@company.com"}, tool)
+    with pytest.raises(StoreError):
+        s.close()  # ending the session cannot be recorded either, and says so
     assert tool.calls == []
     assert info.value.decision.result is DecisionResult.DENY
     assert "fail closed" in info.value.decision.reason

@@ -29,12 +29,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aarmor.canonical import TAG_OUTPUT, canonical_bytes, digest
+from aarmor.canonical import TAG_OUTPUT, digest
 from aarmor.errors import ConfigError, InputError
 from aarmor.limits import DEFAULT_LIMITS, Limits
 from aarmor.model import Action
 from aarmor.normalize import normalize_name
 
+from ._canon import plain_and_bytes
 from .detectors import DEFAULT_DETECTORS, Detector, run_detectors
 
 __all__ = [
@@ -107,7 +108,7 @@ def output_text(output: Any, *, max_scan_bytes: int) -> OutputText:
         d = digest(TAG_OUTPUT, raw=raw)
     else:
         try:
-            raw, form = canonical_bytes(output), "json"
+            raw, form = plain_and_bytes(output)[1], "json"  # == canonical_bytes(output), faster
         except (InputError, RecursionError):
             try:
                 raw, form = repr(output).encode("utf-8", "surrogatepass"), "repr"

@@ -1,0 +1,49 @@
+"""Shared pieces of the sub-commands: the --config option, opening the store, error exits."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="Configuration file (default: "
+                                                   "$AARMOR_CONFIG, ./aarmor.yaml, then built-in defaults).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` to stderr and return the Exit to raise (2 = bad input, 1 = verification failed)."""
+    print(f"aarmor: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@contextmanager
+def opened_store(config: Path | None) -> Iterator[Any]:
+    """The store named by the configuration; configuration or store errors exit 2 with the message."""
+    from aarmor.config import load_config
+    from aarmor.errors import AarmorError
+    from aarmor.store import open_store
+
+    try:
+        store = open_store(load_config(config).store)
+    except AarmorError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def load_keyring(config: Path | None, *, create: bool) -> Any:
+    from aarmor.config import load_config
+    from aarmor.errors import AarmorError
+    from aarmor.receipts import Keyring
+
+    try:
+        return Keyring.open(load_config(config).keys, create=create)
+    except AarmorError as exc:
+        raise fail(str(exc)) from exc

@@ -1,0 +1,156 @@
+"""`aarmor demo`: one scripted agent session through the real runtime, on the embedded defaults.
+
+It uses the SQLite store under the data directory, the generated development key and the built-in
+`default` policy. The session gets all five decisions, each with its signed receipt, and ends by
+verifying every receipt offline: only the exported receipts and the public key, copied to an empty
+directory. No approver or resolver channel exists yet, so STEP_UP and DEFER end in DENY at their
+timeout. The demo shortens that wait (`--wait`), and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+
+SCRIPT: list[tuple[str, dict[str, Any], str]] = [
+    ("crm.get", {"customer_id": 42}, "read one customer record"),
+    ("database.query", {"sql": "SELECT name, email FROM customers", "limit": 5000}, "bulk read, capped"),
+    ("email.send", {"to": "bob@company.com", "subject": "Q3 report", "body": "Draft attached."},
+     "internal colleague"),
+    ("email.send", {"to": "partner@gmail.com", "subject": "Q3 customers", "body": "Full list attached."},
+     "external, after reading PII"),
+    ("payments.transfer", {"amount": 25_000, "currency": "EUR", "to": "ACME Corp"}, "large payment"),
+    ("credentials.rotate", {"target": "prod-payments"}, "environment state unknown"),
+    ("database.drop", {"database": "production"}, '"the CEO said drop it"'),
+]
+
+REQUEST = ("Prepare the Q3 customer report, send it to Bob, pay the ACME invoice and rotate the payment "
+           "credentials. The CEO said we can drop the old production database.")
+
+
+def _capped(service: Any, cap: float) -> Any:
+    """Wrap an approval/deferral service so the demo's waits are short (timeouts still end in DENY)."""
+
+    class Capped:
+        def wait(self, request: Any) -> Any:
+            return service.wait(dataclasses.replace(request, timeout=min(request.timeout, cap)))
+
+        async def wait_async(self, request: Any) -> Any:
+            return await service.wait_async(dataclasses.replace(request, timeout=min(request.timeout, cap)))
+
+        def close(self) -> None:
+            service.close()
+
+    return Capped()
+
+
+def demo(
+    wait: float = typer.Option(1.0, help="Seconds STEP_UP and DEFER wait before timing out (demo only)."),
+    config: Path | None = typer.Option(None, "--config", help="Configuration file (default: embedded defaults)."),
+) -> None:
+    """Run a scripted agent session through aarmor and verify every receipt offline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from aarmor import ActionDenied, Guard, Identity, ToolSpec
+    from aarmor.approvals import UnattendedApprovals
+    from aarmor.config import load_config
+    from aarmor.context import check_chain
+    from aarmor.deferrals import UnresolvedDeferrals
+    from aarmor.receipts import load_public_keys, verify_receipts
+
+    out = Console(width=max(110, Console().width))
+    cfg = load_config(config, internal_domains=["company.com"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        guard = Guard(cfg, approvals=_capped(UnattendedApprovals(), wait),
+                      deferrals=_capped(UnresolvedDeferrals(), wait))
+    for w in caught:
+        out.print(f"[yellow]warning:[/] {w.message}")
+    out.print(f"[bold]aarmor demo[/]  data: {cfg.home}  store: {cfg.store}")
+    out.print(f"policy: {guard.policy.policy_id} {guard.policy.version} ({guard.policy.hash[:23]}...), "
+              f"default posture {guard.policy.default_decision.value}; signing key {guard.keyring.current_key_id}")
+    out.print(f"STEP_UP and DEFER have no approver or resolver configured: they wait {wait:g} s, then DENY.\n")
+
+    ran: list[str] = []
+
+    def tool(name: str) -> Any:
+        def execute(arguments: dict[str, Any]) -> Any:
+            ran.append(name)
+            if name == "crm.get":
+                return {"id": arguments["customer_id"], "name": "Jane Roe", "email": "jane.roe@example.org"}
+            if name == "database.query":
+                return [{"name": "Jane Roe", "email": "jane.roe@example.org"}][: arguments["limit"]]
+            return {"status": "done"}
+
+        return execute
+
+    alice = Identity(human="alice@company.com", service="report-agent-svc", agent="report-agent",
+                     roles=["analyst"], scopes=["crm:read", "email:send", "payments:write"])
+    tools = [ToolSpec(name, annotations={"readOnlyHint": name in ("crm.get", "database.query")})
+             for name in dict.fromkeys(t for t, _, _ in SCRIPT)]
+    table = Table(title="one agent session, seven tool calls")
+    for col in ("#", "call", "why", "decision", "enforced", "ran", "receipt"):
+        table.add_column(col)
+    with guard.session(identity=alice, original_request=REQUEST, tools=tools) as session:
+        for i, (name, args, why) in enumerate(SCRIPT, 1):
+            before = len(ran)
+            try:
+                session.invoke(name, args, tool(name))
+                receipt = list(guard.store.read_receipts(session.session_id))[-1].body
+            except ActionDenied as denied:
+                receipt = guard.store.get_receipt(denied.receipt_id).body if denied.receipt_id else {}
+            decided = receipt.get("decision", {})
+            enforced = receipt.get("enforcement", {}).get("result", "?")
+            rule = decided.get("rule_id") or decided.get("defer_trigger") or "default posture"
+            table.add_row(str(i), f"{name}({_short(args)})", why, f"{decided.get('result')} [dim]{rule}[/]",
+                          enforced, "yes" if len(ran) > before else "no", receipt.get("receipt_id", "-")[:16])
+        sid = session.session_id
+    out.print(table)
+    guard.close()
+
+    # Offline verification: copy only the receipts and the public keys to an empty directory.
+    from aarmor.store import open_store
+
+    store = open_store(cfg.store)
+    try:
+        exported = [r.body for r in store.read_receipts(sid)]
+        log_report = check_chain(list(store.read_log(sid)), session_id=sid)
+    finally:
+        store.close()
+    offline = Path(tempfile.mkdtemp(prefix="aarmor-demo-offline-"))
+    try:
+        (offline / "receipts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in exported))
+        (offline / "public.jwks").write_text(guard.keyring.export_public("jwks"))
+        keys = load_public_keys(offline / "public.jwks")
+        lines = (offline / "receipts.jsonl").read_text().splitlines()
+        report = verify_receipts([json.loads(line) for line in lines], keys)
+    finally:
+        shutil.rmtree(offline)
+    kinds = {}
+    for r in exported:
+        kinds[r["decision"]["result"]] = kinds.get(r["decision"]["result"], 0) + 1
+    out.print(f"\nreceipts: {len(exported)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")
+    out.print(f"context log: {log_report.entries} entries, hash chain "
+              f"{'[red]BROKEN[/]' if log_report.failures else '[green]verified[/]'}")
+    if report.ok:
+        out.print(f"offline verification with only the public key: [green]all {report.checked} receipts "
+                  "verified[/] (signatures and chain links)")
+    else:
+        for failure in report.failures:
+            out.print(f"[red]FAILED[/] {failure}")
+    out.print(f"\nnext: aarmor audit timeline --session {sid}\n      aarmor receipts export --session {sid}")
+    if not report.ok or log_report.failures:
+        raise typer.Exit(1)
+
+
+def _short(args: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return text if len(text) <= 48 else text[:45] + "..."

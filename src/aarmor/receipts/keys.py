@@ -1,0 +1,198 @@
+"""The signing keyring: Ed25519 keys in a directory, rotation, public-key export (AARM 2.7, 4.4).
+
+Rules:
+- Private keys are PKCS#8 PEM files `<key_id>.pem` with mode 0600; a private key file readable or
+  writable by group or others is refused (`SigningKeyError` naming the file and its mode).
+- `current` names the signing key. Rotation writes a new key and moves `current`; old keys stay, so
+  receipts signed before the rotation still verify.
+- A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key.
+- Keys print only their key id; no repr shows key bytes.
+- Public keys export as PEM (with `key_id` comment lines) or JWKS (OKP / Ed25519, `kid`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import stat
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from aarmor.errors import SigningKeyError
+
+__all__ = ["DevelopmentKeyWarning", "Keyring", "load_public_keys"]
+
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PEM_ID = re.compile(r"^# key_id: (\S+)\s*$", re.M)
+
+
+class DevelopmentKeyWarning(UserWarning):
+    """A signing key was generated on first use: fine for development, not for production."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class Keyring:
+    """Ed25519 signing keys in `directory`. Open with `Keyring.open`."""
+
+    def __init__(self, directory: Path, current: str, private: Mapping[str, Ed25519PrivateKey]) -> None:
+        self.directory = directory
+        self._current = current
+        self._private = dict(private)
+
+    def __repr__(self) -> str:
+        return f"Keyring({str(self.directory)!r}, current={self._current!r}, keys={sorted(self._private)})"
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], *, create: bool = True) -> Keyring:
+        """Load the keys in `directory`, generating a development key if there is none and `create`.
+
+        Raises:
+            SigningKeyError: no key and not `create`; unsafe file mode; unreadable or non-Ed25519 key;
+                `current` naming a missing key.
+        """
+        path = Path(directory)
+        pointer = path / "current"
+        if not pointer.exists():
+            if not create:
+                raise SigningKeyError(f"no signing key in `{path}`; run `aarmor keys generate`")
+            ring = cls(path, "", {})
+            key_id = ring._generate()
+            warnings.warn(f"generated development signing key `{key_id}` in `{path}`; use a managed key in "
+                          "production (`aarmor keys generate` on a protected host)", DevelopmentKeyWarning,
+                          stacklevel=2)
+            return ring
+        current = pointer.read_text().strip()
+        private = {p.stem: _load_private(p) for p in sorted(path.glob("*.pem"))}
+        if current not in private:
+            raise SigningKeyError(f"`{pointer}` names key `{current}`, which is not in `{path}`")
+        return cls(path, current, private)
+
+    @property
+    def current_key_id(self) -> str:
+        return self._current
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._private))
+
+    def sign(self, data: bytes) -> tuple[str, bytes]:
+        """Sign with the current key; returns (key_id, signature)."""
+        return self._current, self._private[self._current].sign(data)
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        return {kid: k.public_key() for kid, k in self._private.items()}
+
+    def _generate(self) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_id = f"aarmor-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        target = self.directory / f"{key_id}.pem"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        tmp = self.directory / "current.tmp"
+        tmp.write_text(key_id + "\n")
+        os.replace(tmp, self.directory / "current")  # INVARIANT: `current` always names a complete key
+        self._private[key_id] = key
+        self._current = key_id
+        return key_id
+
+    def rotate(self) -> str:
+        """Generate a new current key; old keys stay for verification. Returns the new key id."""
+        return self._generate()
+
+    def export_public(self, fmt: str = "pem") -> str:
+        """All public keys as `pem` (each preceded by `# key_id: ...`) or `jwks`.
+
+        Raises:
+            ValueError: unknown format.
+        """
+        keys = self.public_keys()
+        if fmt == "jwks":
+            return json.dumps({"keys": [
+                {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+                 "x": _b64url(_raw_public(k))} for kid, k in sorted(keys.items())]}, indent=2) + "\n"
+        if fmt == "pem":
+            return "".join(
+                f"# key_id: {kid}\n" + k.public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+                for kid, k in sorted(keys.items()))
+        raise ValueError(f"unknown public key format `{fmt}`; expected pem or jwks")
+
+
+def _load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SigningKeyError(f"private key `{path}` has mode {mode:04o}; it must not be accessible to group "
+                                  "or others (chmod 600)")
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read private key `{path}`: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SigningKeyError(f"`{path}` is not a PEM private key: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError(f"`{path}` holds a {type(key).__name__}, expected an Ed25519 key")
+    if not _KEY_ID.fullmatch(path.stem):
+        raise SigningKeyError(f"key file name `{path.name}` is not a valid key id")
+    return key
+
+
+def load_public_keys(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
+    """Read public keys for offline verification from a JWKS file or a PEM bundle with key ids.
+
+    Raises:
+        SigningKeyError: unreadable file, malformed JWKS/PEM, a PEM key without a `# key_id:` line, a
+            non-Ed25519 key, or no key at all.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read public keys `{p}`: {exc.strerror}") from exc
+    keys: dict[str, Ed25519PublicKey] = {}
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+            for jwk in doc["keys"]:
+                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+                    raise SigningKeyError(f"`{p}`: key `{jwk.get('kid')}` is not an OKP/Ed25519 key")
+                raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                keys[str(jwk["kid"])] = Ed25519PublicKey.from_public_bytes(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SigningKeyError(f"`{p}` is not a valid JWKS: {exc}") from exc
+    else:
+        blocks = re.split(r"(?=^# key_id: )", text, flags=re.M)
+        for block in blocks:
+            if "BEGIN PUBLIC KEY" not in block:
+                continue
+            m = _PEM_ID.search(block)
+            if not m:
+                raise SigningKeyError(f"`{p}`: a PEM public key has no `# key_id:` line before it")
+            try:
+                key = serialization.load_pem_public_key(block[block.index("-----BEGIN"):].encode())
+            except ValueError as exc:
+                raise SigningKeyError(f"`{p}`: key `{m.group(1)}` is not a PEM public key: {exc}") from exc
+            if not isinstance(key, Ed25519PublicKey):
+                raise SigningKeyError(f"`{p}`: key `{m.group(1)}` is not Ed25519")
+            keys[m.group(1)] = key
+    if not keys:
+        raise SigningKeyError(f"`{p}` holds no public key")
+    return keys
