@@ -74,9 +74,9 @@ def run(n: int = 5_000) -> list[Result]:
                                 original_request="send the weekly report to bob")
         args = {"to": "bob@company.com", "subject": "weekly report", "body": "numbers attached"}
         results.append(measure(f"session.evaluate (dry run: snapshot + PDP), {sync}",
-                               lambda s=session: s.evaluate("email.send", args), n=n))
+                               lambda s=session, a=args: s.evaluate("email.send", a), n=n))
         results.append(measure(f"session.invoke ALLOW, SQLite synchronous={sync}",
-                               lambda s=session: s.invoke("email.send", args, tool), n=n))
+                               lambda s=session, a=args: s.invoke("email.send", a, tool), n=n))
         session.close()
         guard.close()
     return results

@@ -84,7 +84,7 @@ class Config:
     approval_timeout: float = 3600.0
     defer_timeout: float = 300.0
     defer_max_timeout: float = 3600.0
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     source: str | None = None
 
 

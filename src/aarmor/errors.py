@@ -13,8 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from aarmor.model import Decision
 
 __all__ = [
-    "ActionDenied",
     "AarmorError",
+    "ActionDenied",
     "ChainError",
     "ConfigError",
     "InputError",
@@ -87,7 +87,7 @@ class StoreError(AarmorError):
     """The store could not read or write durably. Mediation fails closed on it."""
 
 
-class ActionDenied(AarmorError):  # noqa: N818 - public name fixed by the API contract
+class ActionDenied(AarmorError):
     """Raised by `Session.invoke` when an action did not run.
 
     Carries the final `decision` (DENY, or the DENY that a STEP_UP/DEFER timeout became) and the id of

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from aarmor.canonical import format_ts
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class DecisionResult(str, Enum):
+class DecisionResult(StrEnum):
     """The five AARM decisions (R4)."""
 
     ALLOW = "ALLOW"
@@ -42,21 +42,15 @@ class DecisionResult(str, Enum):
     STEP_UP = "STEP_UP"
     DEFER = "DEFER"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RiskLevel(str, Enum):
+class RiskLevel(StrEnum):
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
     CRITICAL = "CRITICAL"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Classification(str, Enum):
+class Classification(StrEnum):
     """Action classification of AARM 2.3 (the paper's two "standard" rows included)."""
 
     FORBIDDEN = "forbidden"
@@ -64,9 +58,6 @@ class Classification(str, Enum):
     CONTEXT_DEPENDENT_ALLOW = "context_dependent_allow"
     CONTEXT_DEPENDENT_DEFER = "context_dependent_defer"
     STANDARD = "standard"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class FrozenMap(Mapping[str, Any]):

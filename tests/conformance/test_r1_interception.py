@@ -91,10 +91,11 @@ rules:
 
 
 def test_no_policy_loaded_denies_everything(make_guard: Any, alice: Any, tool: Tool) -> None:
-    from aarmor.normalize import normalize_action
-    from aarmor.model import ContextSnapshot
-    from aarmor.policy import evaluate
     from datetime import UTC, datetime
+
+    from aarmor.model import ContextSnapshot
+    from aarmor.normalize import normalize_action
+    from aarmor.policy import evaluate
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     action = normalize_action("email.send", {"to": "bob@company.com"}, operation=None, identity=alice,

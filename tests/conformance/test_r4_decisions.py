@@ -43,7 +43,8 @@ def test_each_decision_is_enforced(guard: Any, alice: Any) -> None:
             s.invoke("credentials.rotate", {"target": "prod"}, rotated)
         assert rotated.calls == []
         assert "DEFER not resolved" in deferred.value.decision.reason
-    decisions = [(r["kind"], r["decision"]["result"], r["enforcement"]["result"]) for r in receipts(guard, s.session_id)]
+    decisions = [(r["kind"], r["decision"]["result"], r["enforcement"]["result"])
+                 for r in receipts(guard, s.session_id)]
     assert decisions == [
         ("decision", "ALLOW", "ALLOW"),
         ("decision", "DENY", "DENY"),
@@ -70,7 +71,7 @@ def test_defer_without_resolution_denied_after_timeout(guard: Any, alice: Any) -
         s.set_context("environment_state_conflict", True, source="monitor")
         with pytest.raises(ActionDenied):
             s.invoke("credentials.rotate", {"target": "prod"}, Tool())
-    first, second = receipts(guard, s.session_id)
+    _deferral, second = receipts(guard, s.session_id)
     assert second["deferral"]["result"] == "TIMEOUT"
     assert second["deferral"]["resolution_method"] == "timeout"
     assert second["enforcement"]["result"] == "DENY"

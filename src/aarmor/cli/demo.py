@@ -15,9 +15,11 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from aarmor.cli._common import ConfigOption
 
 SCRIPT: list[tuple[str, dict[str, Any], str]] = [
     ("crm.get", {"customer_id": 42}, "read one customer record"),
@@ -52,8 +54,8 @@ def _capped(service: Any, cap: float) -> Any:
 
 
 def demo(
-    wait: float = typer.Option(1.0, help="Seconds STEP_UP and DEFER wait before timing out (demo only)."),
-    config: Path | None = typer.Option(None, "--config", help="Configuration file (default: embedded defaults)."),
+    wait: Annotated[float, typer.Option(help="Seconds STEP_UP and DEFER wait before timing out (demo only).")] = 1.0,
+    config: ConfigOption = None,
 ) -> None:
     """Run a scripted agent session through aarmor and verify every receipt offline."""
     from rich.console import Console
@@ -97,7 +99,7 @@ def demo(
     tools = [ToolSpec(name, annotations={"readOnlyHint": name in ("crm.get", "database.query")})
              for name in dict.fromkeys(t for t, _, _ in SCRIPT)]
     table = Table(title="one agent session, seven tool calls")
-    for col in ("#", "call", "why", "decision", "enforced", "ran", "receipt"):
+    for col in ("#", "call", "decision (rule)", "enforced", "ran", "receipt"):
         table.add_column(col)
     with guard.session(identity=alice, original_request=REQUEST, tools=tools) as session:
         for i, (name, args, why) in enumerate(SCRIPT, 1):
@@ -110,8 +112,8 @@ def demo(
             decided = receipt.get("decision", {})
             enforced = receipt.get("enforcement", {}).get("result", "?")
             rule = decided.get("rule_id") or decided.get("defer_trigger") or "default posture"
-            table.add_row(str(i), f"{name}({_short(args)})", why, f"{decided.get('result')} [dim]{rule}[/]",
-                          enforced, "yes" if len(ran) > before else "no", receipt.get("receipt_id", "-")[:16])
+            table.add_row(str(i), f"{name}({_short(args)})\n[dim]{why}[/]", f"{decided.get('result')}\n[dim]{rule}[/]",
+                          enforced, "yes" if len(ran) > before else "no", receipt.get("receipt_id", "-"))
         sid = session.session_id
     out.print(table)
     guard.close()
@@ -146,7 +148,8 @@ def demo(
     else:
         for failure in report.failures:
             out.print(f"[red]FAILED[/] {failure}")
-    out.print(f"\nnext: aarmor audit timeline --session {sid}\n      aarmor receipts export --session {sid}")
+    out.print(f"\nnext: aarmor audit timeline --session {sid}\n      aarmor receipts show {exported[-1]['receipt_id']}"
+              f"\n      aarmor log verify --session {sid}")
     if not report.ok or log_report.failures:
         raise typer.Exit(1)
 
