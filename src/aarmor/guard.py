@@ -190,8 +190,9 @@ class Guard:
         """Start (or, with an existing `session_id`, resume) an agent session.
 
         Raises:
-            InputError: bad identity, request text over the limit, or a tool spec name that cannot be
-                normalised.
+            InputError: bad identity, request text over the limit, a tool spec name that cannot be
+                normalised, or `session_id` names a session that has ended.
+            ChainError: resuming a session whose stored log does not verify.
         """
         from aarmor.adapters.sdk import Session
 
@@ -210,6 +211,8 @@ class Guard:
         if session_id is not None and self.store.log_head(sid) is not None:
             ctx = SessionContext.resume(self.store, sid, classifier=self.classifier,
                                         window=self.config.limits.max_window)
+            if ctx.ended:
+                raise InputError(f"session `{sid}` has ended; start a new session")
         else:
             ctx = SessionContext.start(self.store, session_id=sid, identity=identity,
                                        original_request=original_request,
