@@ -57,8 +57,10 @@ def format_ts(ts: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, the timestamp shape of AARM 2.1."""
     if ts.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    ts = ts.astimezone(UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    # isoformat is ~10x faster than strftime, and this runs several times per mediated call
+    return ts.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_ts(text: str) -> datetime:

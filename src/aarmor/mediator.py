@@ -169,8 +169,8 @@ class Mediator:
         try:
             decision, action, flag = self._decide(st, action, now)
             params_view = redact_parameters(action.parameters, self._cfg.redaction)
-            call = _Call(st, action, decision, decision, now, params_view, parameters_digest(action.parameters),
-                         flag=flag)
+            call = _Call(st, action, decision, decision, now, params_view,
+                         action.parameters_digest or parameters_digest(action.parameters), flag=flag)
             if decision.result in (D.ALLOW, D.MODIFY):
                 call.run_params = self._run_params(action, decision)
         except Exception as exc:  # AARM R1: no fail-open path
@@ -358,6 +358,7 @@ class Mediator:
             deferral=dict(call.deferral) if call.deferral else None, execution=call.execution,
             error=None if call.error is None else {"class": type(call.error).__name__,
                                                   "message": str(call.error)},
+            parameters_view=call.params_view,
         )
         body["enforcement"] = {"result": call.final.result.value, "executed": call.execution is not None,
                                "reason": call.final.reason, "identity_flag": call.flag}

@@ -229,6 +229,8 @@ class Action:
     session_id: str
     #: the spelling the caller used, kept for audit when normalisation changed it
     raw_tool: str | None = None
+    #: `receipts.parameters_digest(parameters)`, computed once at normalisation ("" if not computed)
+    parameters_digest: str = field(default="", compare=False)
 
     @property
     def name(self) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import idna
 
-from aarmor.canonical import canonical_bytes, to_json
+from aarmor.canonical import TAG_PARAM, digest, plain_and_bytes
 from aarmor.errors import InputError, LimitExceeded
 from aarmor.limits import DEFAULT_LIMITS, Limits
 from aarmor.model import Action, FrozenMap, Identity, freeze
@@ -108,7 +108,12 @@ def _check_depth(value: Any, limit: int, depth: int = 0) -> None:
 
 
 def normalize_arguments(arguments: Any, *, limits: Limits = DEFAULT_LIMITS) -> FrozenMap:
-    """Validate and deep-freeze call arguments.
+    """Validate and deep-freeze call arguments (see `normalize_arguments_digest`)."""
+    return normalize_arguments_digest(arguments, limits=limits)[0]
+
+
+def normalize_arguments_digest(arguments: Any, *, limits: Limits = DEFAULT_LIMITS) -> tuple[FrozenMap, str]:
+    """Validate and deep-freeze call arguments; also return their digest (`TAG_PARAM`).
 
     Raises:
         InputError: not a mapping, not JSON-serialisable (naming the path), too deep or too large.
@@ -118,13 +123,12 @@ def normalize_arguments(arguments: Any, *, limits: Limits = DEFAULT_LIMITS) -> F
     if not isinstance(arguments, Mapping):
         raise InputError(f"arguments must be a JSON object, found {type(arguments).__name__}")
     _check_depth(arguments, limits.max_argument_depth)
-    plain = to_json(arguments, path="arguments")
-    size = len(canonical_bytes(plain))
-    if size > limits.max_argument_bytes:
-        raise LimitExceeded("max_argument_bytes", limits.max_argument_bytes, size, "arguments")
+    plain, raw = plain_and_bytes(arguments, path="arguments")
+    if len(raw) > limits.max_argument_bytes:
+        raise LimitExceeded("max_argument_bytes", limits.max_argument_bytes, len(raw), "arguments")
     frozen = freeze(plain)
     assert isinstance(frozen, FrozenMap)
-    return frozen
+    return frozen, digest(TAG_PARAM, raw=raw)
 
 
 def _joined(tool: str, op: str, explicit_op: str | None) -> str:
@@ -154,7 +158,7 @@ def normalize_action(
     raw_tool, raw_op = split_tool(tool, operation) if isinstance(tool, str) else (tool, operation)
     norm_tool = normalize_name(raw_tool, what="tool name", limits=limits)
     norm_op = normalize_name(raw_op, what="operation", limits=limits) if raw_op else ""
-    params = normalize_arguments(arguments, limits=limits)
+    params, params_digest = normalize_arguments_digest(arguments, limits=limits)
     return Action(
         action_id=action_id or new_action_id(),
         timestamp=now,
@@ -164,4 +168,5 @@ def normalize_action(
         identity=identity,
         session_id=session_id,
         raw_tool=None if tool == _joined(norm_tool, norm_op, operation) else tool,
+        parameters_digest=params_digest,
     )

@@ -163,5 +163,5 @@ def test_unknown_override_rejected() -> None:
 
 def test_bad_identity_type_is_refused(make_guard: Any) -> None:
     guard = make_guard(POLICY)
-    with pytest.raises(Exception, match="aarmor.Identity"):
+    with pytest.raises(Exception, match=r"aarmor\.Identity"):
         guard.session(identity={"human": "alice"})  # type: ignore[arg-type]

@@ -30,8 +30,12 @@ def build_receipt(*, kind: str, action: Action, decision: Decision, session_seq:
                   modified_parameters: Mapping[str, Any] | None = None,
                   approval: Mapping[str, Any] | None = None, deferral: Mapping[str, Any] | None = None,
                   execution: Mapping[str, Any] | None = None,
-                  error: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  error: Mapping[str, Any] | None = None,
+                  parameters_view: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The receipt body without `signature` (see docs/receipts.md for every field).
+
+    `parameters_view` is `redact_parameters(action.parameters, redaction)` when the caller already has
+    it; `action.parameters_digest` is used when set.
 
     Raises:
         ValueError: unknown `kind`.
@@ -46,8 +50,9 @@ def build_receipt(*, kind: str, action: Action, decision: Decision, session_seq:
         "timestamp": format_ts(action.timestamp),
         "tool": action.tool,
         "operation": action.operation,
-        "parameters": redact_parameters(action.parameters, redaction),
-        "parameters_digest": parameters_digest(action.parameters),
+        "parameters": dict(parameters_view) if parameters_view is not None
+        else redact_parameters(action.parameters, redaction),
+        "parameters_digest": action.parameters_digest or parameters_digest(action.parameters),
         "requester_context": requester,
     }
     if action.raw_tool is not None:

@@ -1,8 +1,9 @@
 """Signing and chaining receipts (AARM R5).
 
 INVARIANT: the signature covers the RFC 8785 canonical bytes of the whole receipt except `signature`;
-`receipt_hash` is the domain-tagged digest of the whole signed receipt, and the session's next receipt
-carries it as `prev_receipt_hash`. Each receipt is canonicalised once for signing and once for hashing.
+`receipt_hash` commits to the whole signed receipt: sha256 over the tag `aarmor.receipt.v1`, 0x00, those
+signed bytes, 0x00, and the canonical bytes of the `signature` object. The session's next receipt carries
+it as `prev_receipt_hash`. The receipt body is canonicalised once (signing and hashing share the bytes).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def signing_bytes(receipt: dict[str, Any]) -> bytes:
     return canonical_bytes({k: v for k, v in receipt.items() if k != "signature"})
 
 
-def receipt_hash(receipt: dict[str, Any]) -> str:
-    return digest(TAG_RECEIPT, receipt)
+def receipt_hash(receipt: dict[str, Any], *, signed: bytes | None = None) -> str:
+    """The chain hash of a signed receipt (`signed`: its `signing_bytes`, if already computed)."""
+    body = signing_bytes(receipt) if signed is None else signed
+    return digest(TAG_RECEIPT, raw=body + b"\x00" + canonical_bytes(receipt["signature"]))
 
 
 class ReceiptSigner:
@@ -36,7 +39,8 @@ class ReceiptSigner:
             InputError: the body is not canonical JSON. SigningKeyError: the key cannot sign.
         """
         body.pop("signature", None)
-        key_id, sig = self.keyring.sign(signing_bytes(body))
+        signed = signing_bytes(body)
+        key_id, sig = self.keyring.sign(signed)
         body["signature"] = {"algorithm": "Ed25519", "key_id": key_id, "value": b64(sig)}
         action = body["action"]
         return ReceiptRecord(
@@ -44,4 +48,4 @@ class ReceiptSigner:
             action_id=action["action_id"], timestamp=action["timestamp"], tool=action["tool"],
             operation=action["operation"], decision=body["decision"]["result"],
             policy_id=body["decision"]["policy"]["policy_id"], human=action["requester_context"]["human"],
-            receipt_hash=receipt_hash(body), body=body)
+            receipt_hash=receipt_hash(body, signed=signed), body=body)

@@ -78,17 +78,15 @@ def _shape_error(r: Any) -> str | None:
     return None
 
 
-def _check_signature(r: dict[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+def _check_signature(r: dict[str, Any], signed: bytes, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
     sig = r["signature"]
     key = keys.get(sig["key_id"])
     if key is None:
         return f"unknown key id `{sig['key_id']}`"
     try:
-        key.verify(base64.b64decode(sig["value"], validate=True), signing_bytes(r))
+        key.verify(base64.b64decode(sig["value"], validate=True), signed)
     except (InvalidSignature, binascii.Error, ValueError):
         return "bad signature: the receipt was altered or signed by another key"
-    except InputError as exc:
-        return f"not canonical JSON: {exc}"
     return None
 
 
@@ -112,7 +110,12 @@ def verify_receipts(receipts: Iterable[Any], public_keys: Mapping[str, Ed25519Pu
         if rid in seen:
             fail("duplicate receipt id")
         seen.add(rid)
-        if (why := _check_signature(r, public_keys)) is not None:
+        try:
+            signed = signing_bytes(r)
+        except InputError as exc:
+            fail(f"not canonical JSON: {exc}")
+            continue
+        if (why := _check_signature(r, signed, public_keys)) is not None:
             fail(why)
         want_seq, want_prev = (heads[sid][0] + 1, heads[sid][1]) if sid in heads else (0, GENESIS)
         if sid not in heads and seq != 0:
@@ -123,6 +126,6 @@ def verify_receipts(receipts: Iterable[Any], public_keys: Mapping[str, Ed25519Pu
         elif r["prev_receipt_hash"] != want_prev:
             fail(f"chain break: prev_receipt_hash does not match receipt seq {want_seq - 1} (the previous "
                  "receipt was altered or replaced)")
-        heads[sid] = (seq, receipt_hash(r))
+        heads[sid] = (seq, receipt_hash(r, signed=signed))
     report.sessions = len(heads)
     return report
