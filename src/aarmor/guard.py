@@ -242,6 +242,7 @@ class Guard:
         self._closed = True
         self._approvals.close()
         self._deferrals.close()
+        self.keyring.close()
         self.store.close()
 
     def __enter__(self) -> Guard:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, red
 from aarmor.store import GENESIS, Store
 
 __all__ = ["Mediator", "SessionState"]
+
+log = logging.getLogger("aarmor.mediator")
 
 D = DecisionResult
 
@@ -70,6 +73,8 @@ class _Call:
     run_params: FrozenMap | None = None
     log_seq: int | None = None
     context_hash: str | None = None
+    #: the "requested" entry is durably in the log (else `_finish` stages it with the outcome)
+    requested_logged: bool = False
     error: BaseException | None = None
     flag: str | None = None
     approval: dict[str, Any] | None = None
@@ -164,8 +169,7 @@ class Mediator:
             raise  # caller misuse (closed session): not an action at all
         except Exception as exc:
             action = _placeholder_action(st, tool, operation, now)
-            call = self._denied_call(st, action, now, exc)
-            return self._record_requested(call)
+            return self._denied_call(st, action, now, exc)
         try:
             decision, action, flag = self._decide(st, action, now)
             params_view = redact_parameters(action.parameters, self._cfg.redaction)
@@ -173,9 +177,14 @@ class Mediator:
                          action.parameters_digest or parameters_digest(action.parameters), flag=flag)
             if decision.result in (D.ALLOW, D.MODIFY):
                 call.run_params = self._run_params(action, decision)
+            if decision.result is not D.DENY:
+                # AARM R1: a signer that cannot sign must stop the action before it runs, not after
+                self._signer.check()
         except Exception as exc:  # AARM R1: no fail-open path
-            call = self._denied_call(st, action, now, exc)
-        return self._record_requested(call)
+            return self._denied_call(st, action, now, exc)
+        # A DENY is recorded in one commit with its outcome and receipt (`_finish`); anything that may
+        # run or wait commits its "requested" entry first.
+        return call if decision.result is D.DENY else self._record_requested(call)
 
     def _run_params(self, action: Action, decision: Decision) -> FrozenMap:
         if decision.result is D.MODIFY or (decision.modifications and decision.result is D.STEP_UP):
@@ -210,6 +219,7 @@ class Mediator:
             rec = call.st.ctx.record_requested(call.action, call.decision, parameters_view=call.params_view,
                                                parameters_digest=call.params_digest, now=call.now)
             call.log_seq, call.context_hash = rec.seq, rec.entry_hash
+            call.requested_logged = True
         except Exception as exc:  # context store unavailable: AARM 4.2 fail closed
             call.error = call.error or exc
             call.final = self._error_decision(exc)
@@ -324,6 +334,10 @@ class Mediator:
         receipt_id: str | None = None
 
         def stage(tx: Any) -> None:
+            if not call.requested_logged:  # a DENY: requested, outcome and receipt in one commit
+                req = tx.requested(call.action, call.decision, parameters_view=call.params_view,
+                                   parameters_digest=call.params_digest, now=call.now)
+                call.log_seq, call.context_hash = req.seq, req.entry_hash
             log, _labels = tx.outcome(
                 call.action, executed=executed, success=None if not executed else call.tool_error is None,
                 output=call.output if executed and call.tool_error is None else None,
@@ -338,12 +352,23 @@ class Mediator:
             if executed:
                 raise  # the action ran; its audit record failed: the caller must know (StoreError)
             call.error = call.error or exc
+            self._log_without_receipt(call, stage)
         if not executed:
             final = call.final if call.final.result is D.DENY else _denied(call.final, call.final.reason)
             raise ActionDenied(final, receipt_id)
         if call.tool_error is not None:
             raise call.tool_error
         return call.output
+
+    def _log_without_receipt(self, call: _Call, stage: Callable[[Any], None]) -> None:
+        """No receipt could be written (signer or store down): keep the attempt in the chained log."""
+        try:
+            with call.st.ctx.atomic() as tx:
+                stage(tx)
+                tx.commit()
+        except Exception:
+            log.exception("could not record denied action %s in session %s", call.action.action_id,
+                          call.st.session_id)
 
     def _receipt_body(self, call: _Call, *, kind: str) -> dict[str, Any]:
         st = call.st

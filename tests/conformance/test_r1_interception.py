@@ -103,3 +103,16 @@ def test_no_policy_loaded_denies_everything(make_guard: Any, alice: Any, tool: T
     d = evaluate(action, ContextSnapshot(session_id="s", started_at=now), None, now=now)
     assert d.result is DecisionResult.DENY
     assert "no policy" in d.reason
+
+
+def test_signer_unavailable_means_action_does_not_run(guard: Any, alice: Any, tool: Tool) -> None:
+    with guard.session(identity=alice, original_request="send the agenda") as s:
+        guard.keyring.close()  # the signing key is gone (an HSM outage, in production)
+        with pytest.raises(ActionDenied) as info:
+            s.invoke("email.send", {"to": "bob@company.com"}, tool)
+    assert tool.calls == []
+    assert "SigningKeyError" in info.value.decision.reason
+    assert info.value.receipt_id is None  # nothing could be signed, and nothing ran
+    # the attempt is still in the hash-chained context log
+    kinds = [e.kind for e in guard.store.read_log(s.session_id)]
+    assert "action_requested" in kinds and "action_outcome" in kinds

@@ -90,9 +90,25 @@ class Keyring:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(sorted(self._private))
 
+    def check(self) -> None:
+        """Raises:
+        SigningKeyError: the keyring is closed or has no current key.
+        """
+        if self._current not in self._private:
+            raise SigningKeyError(f"keyring `{self.directory}` has no usable signing key (closed?)")
+
     def sign(self, data: bytes) -> tuple[str, bytes]:
-        """Sign with the current key; returns (key_id, signature)."""
+        """Sign with the current key; returns (key_id, signature).
+
+        Raises:
+            SigningKeyError: the keyring is closed or has no current key.
+        """
+        self.check()
         return self._current, self._private[self._current].sign(data)
+
+    def close(self) -> None:
+        """Drop the private keys from memory; later signing fails (and mediation fails closed)."""
+        self._private.clear()
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         return {kid: k.public_key() for kid, k in self._private.items()}

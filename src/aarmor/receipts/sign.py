@@ -32,6 +32,14 @@ class ReceiptSigner:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
 
+    def check(self) -> None:
+        """Raise unless the signer can sign now (called before an action may run).
+
+        Raises:
+            SigningKeyError: no usable current key.
+        """
+        self.keyring.check()
+
     def sign(self, body: dict[str, Any]) -> ReceiptRecord:
         """Sign `body` in place (adds `signature`) and return the record to store.
 
