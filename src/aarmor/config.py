@@ -226,7 +226,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     except Exception as exc:  # a tool name that cannot be normalised, from the validator
         raise ConfigError(f"configuration `{file}`: {exc}") from exc
 
-    base = file.parent if file else Path.cwd()
+    base = file.absolute().parent if file else Path.cwd()
     home = overrides.get("home")
     home = Path(home) if home else (default_home() if os.environ.get("AARMOR_HOME") or not f.home
                                     else (base / Path(f.home).expanduser()))
