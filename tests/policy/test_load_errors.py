@@ -178,3 +178,20 @@ def test_directory_duplicate_ids_name_both_files(tmp_path) -> None:  # type: ign
 def test_empty_directory_means_no(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PolicyError, match=r"no \*\.yaml policy files"):
         load_policy(tmp_path)
+
+
+def test_directory_skips_cases_tables_beside_policies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A CASES table is not a policy: loaded as one it would fail (`cases` is no top-level key) or, worse,
+    # change the set's hash. It is skipped; a directory holding only CASES tables still holds no policy.
+    rule = "policy: {id: a, version: '1'}\nrules:\n  - id: r\n    match: {tool: x}\n    action: DENY\n"
+    (tmp_path / "a.yaml").write_text(rule)
+    alone = load_policy(tmp_path)
+    (tmp_path / "a.cases.yaml").write_text(
+        "cases:\n  - name: x denied\n    action: {tool: x}\n    expect: {result: DENY, rule_id: r}\n"
+    )
+    both = load_policy(tmp_path)
+    assert [r.id for r in both.rules] == ["r"] and both.version == alone.version == "1"
+    assert both.hash == alone.hash
+    (tmp_path / "a.yaml").unlink()
+    with pytest.raises(PolicyError, match=r"no \*\.yaml policy files"):
+        load_policy(tmp_path)

@@ -1,7 +1,8 @@
 """The loading shell: files, directories and built-in packs -> `PolicySet` (parse, validate, compile).
 
 This is the only policy module that reads files. A directory loads every `*.yaml`/`*.yml` in it (not
-recursively, sorted by name) as one `PolicySet`; see `compile_policy` for how ids and versions combine.
+recursively, sorted by name) as one `PolicySet`, skipping `*.cases.yaml` (the CASES test tables that live
+beside policies); see `compile_policy` for how ids and versions combine.
 """
 
 from __future__ import annotations
@@ -15,26 +16,20 @@ from aarmor.normalize import normalize_domain
 from aarmor.policy.compile import Part, PolicySet, compile_policy
 from aarmor.policy.operators import OpContext
 from aarmor.policy.parse import LList, parse_policy_text
-from aarmor.policy.validate import _V, re_validation, validate_boundaries, validate_header, validate_rule
+from aarmor.policy.validate import (
+    HEADER_KEYS,
+    Checker,
+    re_validation,
+    validate_boundaries,
+    validate_header,
+    validate_rule,
+)
 
 __all__ = ["BUILTIN_PACKS", "load_builtin", "load_policy", "load_policy_text"]
 
 BUILTIN_PACKS = ("default",)
-TOP_KEYS = (
-    "policy",
-    "rules",
-    "intent_boundaries",
-    "re_validation",
-    "id",
-    "name",
-    "version",
-    "description",
-    "default",
-    "internal_domains",
-    "alignment_threshold",
-    "context_approvers",
-    "confidence_threshold",
-)
+CASES_SUFFIX = ".cases.yaml"  # CASES test tables beside the policies of a directory: not policies
+TOP_KEYS = ("policy", "rules", "intent_boundaries", "re_validation", *HEADER_KEYS)
 
 
 def _norm_domains(domains: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -46,7 +41,7 @@ def _norm_domains(domains: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def _part(text: str, *, source: str, stem: str, internal_domains: tuple[str, ...], limits: Limits) -> Part:
     doc = parse_policy_text(text, source=source, limits=limits)
-    v = _V(source, None)
+    v = Checker(source, None)
     for k in doc:
         if k not in TOP_KEYS:
             v.fail(f"unknown top-level key `{k}`, expected one of {', '.join(TOP_KEYS)}", doc.key_line(k))
@@ -90,13 +85,15 @@ def load_policy(
 ) -> PolicySet:
     """Load a policy file, or every `*.yaml`/`*.yml` file of a directory as one policy set.
 
+    In a directory, `*.cases.yaml` files (CASES test tables) are skipped.
+
     Raises:
         PolicyError: unreadable path, an empty directory, or any defect in any file.
     """
     p = Path(path)
     doms = _norm_domains(internal_domains)
     if p.is_dir():
-        files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        files = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.endswith(CASES_SUFFIX))
         if not files:
             raise PolicyError("directory holds no *.yaml policy files (empty means no)", file=str(p))
         total = 0
