@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,9 +15,9 @@ from rich.table import Table
 
 from aarmor.canonical import loads_strict
 from aarmor.errors import AarmorError
-from aarmor.policy import PolicySet, load_builtin, load_policy
-from aarmor.policy.cases import case_action, case_snapshot, load_cases, parse_case, run_cases
-from aarmor.policy.explain import explain as explain_decision
+
+if TYPE_CHECKING:  # the policy engine is imported by each command, so `aarmor --help` stays fast
+    from aarmor.policy import PolicySet
 
 __all__ = ["app"]
 
@@ -43,6 +43,8 @@ def _fail(msg: str, as_json: bool, code: int = 2) -> None:
 
 
 def _load(file: str, internal: list[str] | None) -> PolicySet:
+    from aarmor.policy import load_builtin, load_policy
+
     if file.startswith("builtin:"):
         return load_builtin(file.removeprefix("builtin:"), internal_domains=internal or ())
     return load_policy(file, internal_domains=internal or ())
@@ -89,6 +91,8 @@ def test_cases(
     """Run the cases of CASES.yaml against a policy; exit 1 if any fails."""
     try:
         p = _load(file, internal_domain)
+        from aarmor.policy.cases import load_cases, run_cases
+
         loaded = load_cases(cases)
     except AarmorError as exc:
         _fail(str(exc), as_json)
@@ -149,6 +153,8 @@ def explain_cmd(
     try:
         p = _load(file, internal_domain)
         raw: Any = loads_strict(action_file.read_text(encoding="utf-8"))
+        from aarmor.policy.cases import case_action, case_snapshot, parse_case
+
         case = parse_case(raw, source=action_file.name)
         action, snapshot = case_action(case), case_snapshot(case)
     except (AarmorError, OSError, ValueError, TypeError, KeyError) as exc:
@@ -157,6 +163,8 @@ def explain_cmd(
             as_json,
         )
         return
+    from aarmor.policy.explain import explain as explain_decision
+
     ex = explain_decision(action, snapshot, p, now=case.now, confidence_threshold=case.confidence_threshold)
     if as_json:
         typer.echo(json.dumps(ex.to_json()))

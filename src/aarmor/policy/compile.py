@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import cel
-
 from aarmor.canonical import TAG_POLICY, digest
 from aarmor.errors import InputError, PolicyError
 from aarmor.model import DecisionResult, FrozenMap
@@ -213,6 +211,8 @@ def _compile_rule(spec: RuleSpec) -> CompiledRule:
     ops = tuple(_norm_pattern(o, "operation", spec) for o in spec.operations)
     program = None
     if spec.when is not None:
+        import cel  # lazily: the `cel` package imports prompt_toolkit (~0.2 s); most policies have no `when:`
+
         try:
             program = cel.compile(spec.when)
         except Exception as exc:
