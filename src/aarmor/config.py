@@ -147,7 +147,7 @@ class _File(_Strict):
     decision: _Decision = _Decision()
     approvals: _Approvals = _Approvals()
     deferrals: _Deferrals = _Deferrals()
-    limits: _LimitsModel = _LimitsModel()  # type: ignore[valid-type]
+    limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
     @classmethod

@@ -8,7 +8,7 @@ layer can mutate what another has already decided on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -141,32 +141,45 @@ class DelegationLink:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Identity:
     """The five identity levels of AARM R6 plus roles, scopes and the delegation chain.
 
     `human` is the human principal, `service` the service identity, `agent` the agent identity and
     `session` the session id (filled by the session). `verified_by` names the verifier that vouched for
     the claims ("none" for claimed-only identities: token verification arrives with the identity issue).
+    Roles, scopes and delegation accept any sequence (or None) and are stored as tuples.
     """
 
-    human: str | None = None
-    service: str | None = None
-    agent: str | None = None
-    session: str | None = None
-    roles: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    delegation: tuple[DelegationLink, ...] = ()
-    verified_by: str = "none"
+    human: str | None
+    service: str | None
+    agent: str | None
+    session: str | None
+    roles: tuple[str, ...]
+    scopes: tuple[str, ...]
+    delegation: tuple[DelegationLink, ...]
+    verified_by: str
 
-    def __post_init__(self) -> None:
-        # Accept lists from callers; store tuples so the value stays immutable and hashable.
-        for name in ("roles", "scopes", "delegation"):
-            v = getattr(self, name)
-            if isinstance(v, str):
-                raise TypeError(f"Identity.{name} must be a sequence, got the string `{v}`")
-            if not isinstance(v, tuple):
-                object.__setattr__(self, name, tuple(v))
+    def __init__(self, human: str | None = None, service: str | None = None, agent: str | None = None,
+                 session: str | None = None, roles: Sequence[str] | None = (), scopes: Sequence[str] | None = (),
+                 delegation: Sequence[DelegationLink] | None = (), verified_by: str = "none") -> None:
+        """Raises:
+        TypeError: a level that is not a string, or roles/scopes/delegation of the wrong shape.
+        """
+        for name, value in (("human", human), ("service", service), ("agent", agent), ("session", session),
+                            ("verified_by", verified_by)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Identity.{name} must be a string, found {type(value).__name__}")
+            object.__setattr__(self, name, value)
+        for name, seq, item in (("roles", roles, str), ("scopes", scopes, str),
+                                ("delegation", delegation, DelegationLink)):
+            if isinstance(seq, str):
+                raise TypeError(f"Identity.{name} must be a sequence, got the string `{seq}`")
+            values = () if seq is None else tuple(seq)
+            bad = next((x for x in values if not isinstance(x, item)), None)
+            if bad is not None:
+                raise TypeError(f"Identity.{name} must hold {item.__name__} values, found `{bad!r}`")
+            object.__setattr__(self, name, values)
 
     @property
     def effective_scope(self) -> tuple[str, ...]:

@@ -108,7 +108,8 @@ def demo(
                 session.invoke(name, args, tool(name))
                 receipt = list(guard.store.read_receipts(session.session_id))[-1].body
             except ActionDenied as denied:
-                receipt = guard.store.get_receipt(denied.receipt_id).body if denied.receipt_id else {}
+                stored = guard.store.get_receipt(denied.receipt_id) if denied.receipt_id else None
+                receipt = stored.body if stored is not None else {}
             decided = receipt.get("decision", {})
             enforced = receipt.get("enforcement", {}).get("result", "?")
             rule = decided.get("rule_id") or decided.get("defer_trigger") or "default posture"
@@ -136,7 +137,7 @@ def demo(
         report = verify_receipts([json.loads(line) for line in lines], keys)
     finally:
         shutil.rmtree(offline)
-    kinds = {}
+    kinds: dict[str, int] = {}
     for r in exported:
         kinds[r["decision"]["result"]] = kinds.get(r["decision"]["result"], 0) + 1
     out.print(f"\nreceipts: {len(exported)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")

@@ -276,7 +276,7 @@ def compile_policy(parts: list[Part], *, set_id: str | None = None) -> PolicySet
                     line=r.line,
                 )
             seen[r.id] = r
-    rules = tuple(_compile_rule(r) for r in seen.values())
+    compiled = tuple(_compile_rule(spec) for spec in seen.values())
     bounds: dict[str, Any] = {}
     for p in parts:
         for intent, b in p.boundaries.items():
@@ -313,18 +313,18 @@ def compile_policy(parts: list[Part], *, set_id: str | None = None) -> PolicySet
             "context_approvers": list(head.context_approvers),
             "confidence_threshold": head.confidence_threshold,
         },
-        "rules": [r.spec.to_json() for r in sorted(rules, key=lambda r: r.spec.id)],
+        "rules": [c.spec.to_json() for c in sorted(compiled, key=lambda c: c.spec.id)],
         "intent_boundaries": {i: b for p in parts for i, b in p.boundaries.items()},
         "re_validation": dict(revals[0]) if revals else None,
     }
     by_tool: dict[str, list[CompiledRule]] = {}
-    wild = []
-    for r in rules:
-        if r.target.indexable:
-            for t in r.target.exact_tools:
-                by_tool.setdefault(t, []).append(r)
+    wild: list[CompiledRule] = []
+    for c in compiled:
+        if c.target.indexable:
+            for t in c.target.exact_tools:
+                by_tool.setdefault(t, []).append(c)
         else:
-            wild.append(r)
+            wild.append(c)
     return PolicySet(
         policy_id=pid,
         version=version,
@@ -335,7 +335,7 @@ def compile_policy(parts: list[Part], *, set_id: str | None = None) -> PolicySet
         alignment_threshold=head.alignment_threshold,
         context_approvers=head.context_approvers,
         confidence_threshold=head.confidence_threshold,
-        rules=rules,
+        rules=compiled,
         boundaries=FrozenMap(bounds),
         re_validation=revals[0] if revals else None,
         sources=tuple(p.source for p in parts),
