@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_invoke  # noqa: E402
-import bench_pdp  # noqa: E402
-from _timing import HEADER  # noqa: E402
+import bench_invoke
+import bench_pdp
+from _timing import HEADER
 
 
 def machine() -> str:

@@ -1,12 +1,15 @@
 """`aarmor audit timeline --session S`: forensic reconstruction of a session from its receipts.
 
-Each row is `time tool.operation -> decision / what was enforced`, with the rule and reason; every
-receipt is verified against the keyring's public keys on the way, and a row that fails is flagged.
+Each row is `timestamp tool.operation -> result` (what was enforced), with the PDP decision, rule and
+reason. Every receipt is verified on the way (signature, chain, and the store's index columns against the
+signed body) with the keyring's public keys or `--public-keys`; a row that fails is flagged, never
+hidden, and the command exits 1.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,44 +29,46 @@ def _audit() -> None:
 @app.command()
 def timeline(
     session: Annotated[str, typer.Option("--session", help="Session id.")],
+    public_keys: Annotated[Path | None, typer.Option(
+        "--public-keys", help="JWKS or PEM bundle of public keys (default: the configured keyring's).")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild the session's timeline; exit 1 if any receipt fails verification."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from aarmor.receipts import verify_receipts
+    from aarmor.errors import AarmorError
+    from aarmor.receipts import build_timeline, load_public_keys
 
-    with opened_store(config) as store:
-        bodies = [r.body for r in store.read_receipts(session)]
-    if not bodies:
-        raise fail(f"no receipts for session `{session}`")
-    report = verify_receipts(bodies, load_keyring(config, create=False).public_keys())
-    bad = {f.receipt_id: f.reason for f in report.failures}
-    rows = []
-    for r in bodies:
-        a, d = r["action"], r["decision"]
-        enforced = (r.get("enforcement") or {}).get("result", d["result"])
-        rows.append({
-            "time": a["timestamp"], "action": f"{a['tool']}.{a['operation']}" if a["operation"] else a["tool"],
-            "kind": r["kind"], "decision": d["result"], "enforced": enforced,
-            "executed": bool(r.get("execution")), "rule": d.get("rule_id") or d.get("defer_trigger"),
-            "reason": d["reason"], "human": a["requester_context"]["human"], "receipt_id": r["receipt_id"],
-            "verified": r["receipt_id"] not in bad, "failure": bad.get(r["receipt_id"]),
-        })
-    if as_json:
-        typer.echo(json.dumps({"session": session, "ok": report.ok, "events": rows}, indent=2))
+    if public_keys is not None:
+        try:
+            keys = load_public_keys(public_keys)
+        except AarmorError as exc:
+            raise fail(str(exc)) from exc
     else:
-        table = Table(title=f"session {session}")
-        for col in ("time", "action", "decision", "enforced", "ran", "rule / reason", "receipt"):
+        keys = load_keyring(config, create=False).public_keys()
+    with opened_store(config) as store:
+        records = list(store.read_receipts(session))
+    if not records:
+        raise fail(f"no receipts for session `{session}`")
+    tl = build_timeline(records, keys)
+    if as_json:
+        typer.echo(json.dumps({"session": session, **tl.to_json()}, indent=2))
+    else:
+        table = Table(title=f"session {escape(session)}")
+        for col in ("timestamp", "action", "result", "decision", "ran", "rule / reason", "who", "receipt"):
             table.add_column(col)
-        for row in rows:
-            flag = "" if row["verified"] else f" [red]FAILED: {row['failure']}[/]"
-            table.add_row(row["time"], row["action"], f"{row['decision']} ({row['kind']})", row["enforced"],
-                          "yes" if row["executed"] else "no", f"{row['rule'] or '-'}: {row['reason']}",
-                          row["receipt_id"][:16] + flag)
-        Console().print(table)
-        typer.echo("all receipts verified" if report.ok else f"{len(report.failures)} receipt(s) FAILED")
-    if not report.ok:
+        for e in tl.events:
+            flag = "" if e.verified else "\n[red]FAILED: " + escape("; ".join(e.failures)) + "[/]"
+            table.add_row(e.timestamp, escape(e.action), e.result, f"{e.decision} ({e.kind})",
+                          "yes" if e.executed else "no", escape(f"{e.rule or '-'}: {e.reason}"),
+                          escape(str(e.human or e.agent or "-")), escape(e.receipt_id[:16]) + flag)
+        Console(width=160).print(table)
+        unnamed = [f for f in tl.report.failures if f.receipt_id is None]
+        for f in unnamed:
+            typer.echo(f"FAIL [{f.code}] {f}")
+        typer.echo("all receipts verified" if tl.ok else f"{len(tl.report.failures)} verification failure(s)")
+    if not tl.ok:
         raise typer.Exit(1)

@@ -1,14 +1,22 @@
-"""`aarmor receipts export|verify|show`: signed receipts out of the store and offline verification."""
+"""`aarmor receipts export|verify|show`: signed receipts out of the store and offline verification.
+
+Rules: `verify` needs only the receipts file and public keys (no store, no private key); it exits 0 only
+when every signature and chain link verifies, 1 naming each failure otherwise (an unparseable line is a
+failure of that line, and an empty file verifies nothing, so it fails), 2 for unreadable input.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aarmor.cli._common import ConfigOption, JsonOption, fail, opened_store
+from aarmor.cli._common import ConfigOption, JsonOption, fail, load_keyring, opened_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.receipts import ReceiptFailure
 
 __all__ = ["app", "read_jsonl"]
 
@@ -26,50 +34,63 @@ def export(
             typer.echo(json.dumps(r.body, separators=(",", ":"), ensure_ascii=False))
 
 
-def read_jsonl(path: Path) -> list[Any]:
-    """Receipts from a JSON-lines file; a line that is not JSON exits 2 naming the line."""
+def read_jsonl(path: Path) -> tuple[list[Any], list[ReceiptFailure]]:
+    """Receipts from a JSON-lines file, and one failure per line that is not JSON (naming the line).
+
+    Raises:
+        typer.Exit: (code 2) the file cannot be read.
+    """
     from aarmor.canonical import loads_strict
     from aarmor.errors import InputError
+    from aarmor.receipts import ReceiptFailure
+    from aarmor.receipts.verify import MALFORMED
 
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise fail(f"cannot read `{path}`: {exc.strerror}") from exc
-    out = []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read `{path}`: {getattr(exc, 'strerror', None) or exc}") from exc
+    out: list[Any] = []
+    bad: list[ReceiptFailure] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             out.append(loads_strict(line))
         except InputError as exc:
-            raise fail(f"`{path}` line {n}: {exc}") from exc
-    return out
+            bad.append(ReceiptFailure(None, None, None, f"`{path}` line {n}: {exc}", MALFORMED))
+    return out, bad
 
 
 @app.command()
 def verify(
     file: Annotated[Path, typer.Argument(help="Receipts as JSON lines (from `aarmor receipts export`).")],
-    public_keys: Annotated[Path, typer.Option("--public-keys", help="JWKS or PEM bundle of public keys.")],
+    public_keys: Annotated[Path | None, typer.Option(
+        "--public-keys", help="JWKS or PEM bundle of public keys (default: the configured keyring's).")] = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify every signature and chain link offline; exit 0 only if all verify."""
     from aarmor.errors import AarmorError
     from aarmor.receipts import load_public_keys, verify_receipts
 
-    try:
-        keys = load_public_keys(public_keys)
-    except AarmorError as exc:
-        raise fail(str(exc)) from exc
-    report = verify_receipts(read_jsonl(file), keys)
+    if public_keys is not None:
+        try:
+            keys = load_public_keys(public_keys)
+        except AarmorError as exc:
+            raise fail(str(exc)) from exc
+    else:
+        keys = load_keyring(config, create=False).public_keys()
+    bodies, unreadable = read_jsonl(file)
+    report = verify_receipts(bodies, keys)
+    report.failures[:0] = unreadable
+    report.checked += len(unreadable)
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, "checked": report.checked, "sessions": report.sessions,
-                               "failures": [{"receipt_id": f.receipt_id, "session_id": f.session_id,
-                                             "seq": f.seq, "reason": f.reason} for f in report.failures]}))
+        typer.echo(json.dumps(report.to_json()))
     else:
         for f in report.failures:
-            typer.echo(f"FAIL {f}")
+            typer.echo(f"FAIL [{f.code}] {f}")
         if report.checked == 0:
-            typer.echo("no receipts in the file")
+            typer.echo("no receipts in the file: nothing verified")
         elif report.ok:
             typer.echo(f"OK: {report.checked} receipts in {report.sessions} session(s): every signature and "
                        "chain link verified")
@@ -80,7 +101,8 @@ def verify(
 
 
 @app.command()
-def show(receipt_id: Annotated[str, typer.Argument(help="Receipt id (rct_...).")], config: ConfigOption = None) -> None:
+def show(receipt_id: Annotated[str, typer.Argument(help="Receipt id (rct_...).")],
+         config: ConfigOption = None) -> None:
     """Print one receipt as indented JSON."""
     with opened_store(config) as store:
         rec = store.get_receipt(receipt_id)

@@ -3,8 +3,11 @@
 Rules:
 - Private keys are PKCS#8 PEM files `<key_id>.pem` with mode 0600; a private key file readable or
   writable by group or others is refused (`SigningKeyError` naming the file and its mode).
+- Every key also has a public file `<key_id>.pub` (SubjectPublicKeyInfo PEM). A retired private key may
+  be deleted: its `.pub` file keeps the receipts it signed verifiable (and exported).
 - `current` names the signing key. Rotation writes a new key and moves `current`; old keys stay, so
   receipts signed before the rotation still verify.
+- Key ids are `aarmor-YYYYMMDD-<8 hex>`; a key file whose name is not a valid key id is refused.
 - A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key.
 - Keys print only their key id; no repr shows key bytes.
 - Public keys export as PEM (with `key_id` comment lines) or JWKS (OKP / Ed25519, `kid`).
@@ -28,9 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from aarmor.errors import SigningKeyError
 
-__all__ = ["DevelopmentKeyWarning", "Keyring", "load_public_keys"]
+__all__ = ["KEY_ID_FORMAT", "DevelopmentKeyWarning", "Keyring", "load_public_keys"]
 
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: the shape of the ids this keyring generates (others, e.g. imported HSM ids, only need `_KEY_ID`)
+KEY_ID_FORMAT = re.compile(r"aarmor-\d{8}-[0-9a-f]{8}")
 _PEM_ID = re.compile(r"^# key_id: (\S+)\s*$", re.M)
 
 
@@ -49,10 +54,12 @@ def _raw_public(key: Ed25519PublicKey) -> bytes:
 class Keyring:
     """Ed25519 signing keys in `directory`. Open with `Keyring.open`."""
 
-    def __init__(self, directory: Path, current: str, private: Mapping[str, Ed25519PrivateKey]) -> None:
+    def __init__(self, directory: Path, current: str, private: Mapping[str, Ed25519PrivateKey],
+                 public: Mapping[str, Ed25519PublicKey] | None = None) -> None:
         self.directory = directory
         self._current = current
         self._private = dict(private)
+        self._public = {kid: k.public_key() for kid, k in self._private.items()} | dict(public or {})
 
     def __repr__(self) -> str:
         return f"Keyring({str(self.directory)!r}, current={self._current!r}, keys={sorted(self._private)})"
@@ -76,11 +83,18 @@ class Keyring:
                           "production (`aarmor keys generate` on a protected host)", DevelopmentKeyWarning,
                           stacklevel=2)
             return ring
-        current = pointer.read_text().strip()
+        try:
+            current = pointer.read_text().strip()
+        except OSError as exc:
+            raise SigningKeyError(f"cannot read `{pointer}`: {exc.strerror}") from exc
         private = {p.stem: _load_private(p) for p in sorted(path.glob("*.pem"))}
         if current not in private:
-            raise SigningKeyError(f"`{pointer}` names key `{current}`, which is not in `{path}`")
-        return cls(path, current, private)
+            raise SigningKeyError(f"`{pointer}` names key `{current}`, which has no private key in `{path}`")
+        public = {p.stem: _load_public_file(p) for p in sorted(path.glob("*.pub"))}
+        for kid, pub in public.items():
+            if kid in private and _raw_public(pub) != _raw_public(private[kid].public_key()):
+                raise SigningKeyError(f"`{path / (kid + '.pub')}` does not match the private key `{kid}.pem`")
+        return cls(path, current, private, public)
 
     @property
     def current_key_id(self) -> str:
@@ -88,7 +102,8 @@ class Keyring:
 
     @property
     def key_ids(self) -> tuple[str, ...]:
-        return tuple(sorted(self._private))
+        """Ids of every known key (public keys of retired private keys included)."""
+        return tuple(sorted(self._public))
 
     def check(self) -> None:
         """Raises:
@@ -107,11 +122,15 @@ class Keyring:
         return self._current, self._private[self._current].sign(data)
 
     def close(self) -> None:
-        """Drop the private keys from memory; later signing fails (and mediation fails closed)."""
+        """Drop the private keys from memory; later signing fails (and mediation fails closed).
+
+        Public keys stay available, so a closed keyring can still verify.
+        """
         self._private.clear()
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
-        return {kid: k.public_key() for kid, k in self._private.items()}
+        """`key_id -> public key` for every key ever used here (current, rotated and retired)."""
+        return dict(self._public)
 
     def _generate(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -123,15 +142,23 @@ class Keyring:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
+        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        (self.directory / f"{key_id}.pub").write_bytes(pub)
         tmp = self.directory / "current.tmp"
         tmp.write_text(key_id + "\n")
         os.replace(tmp, self.directory / "current")  # INVARIANT: `current` always names a complete key
         self._private[key_id] = key
+        self._public[key_id] = key.public_key()
         self._current = key_id
         return key_id
 
     def rotate(self) -> str:
-        """Generate a new current key; old keys stay for verification. Returns the new key id."""
+        """Generate a new current key; old keys stay for verification. Returns the new key id.
+
+        Raises:
+            OSError: the directory is not writable.
+        """
         return self._generate()
 
     def export_public(self, fmt: str = "pem") -> str:
@@ -171,6 +198,28 @@ def _load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _load_public_file(path: Path) -> Ed25519PublicKey:
+    if not _KEY_ID.fullmatch(path.stem):
+        raise SigningKeyError(f"public key file name `{path.name}` is not a valid key id")
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read public key `{path}`: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SigningKeyError(f"`{path}` is not a PEM public key: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningKeyError(f"`{path}` holds a {type(key).__name__}, expected an Ed25519 key")
+    return key
+
+
+def _add(keys: dict[str, Ed25519PublicKey], kid: str, key: Ed25519PublicKey, source: Path) -> None:
+    # ATTACK: a bundle listing one key id twice with different keys could make a forged receipt verify
+    # against the second key while an auditor inspects the first; refuse the ambiguity.
+    if kid in keys and _raw_public(keys[kid]) != _raw_public(key):
+        raise SigningKeyError(f"`{source}`: key id `{kid}` appears twice with different keys")
+    keys[kid] = key
+
+
 def load_public_keys(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
     """Read public keys for offline verification from a JWKS file or a PEM bundle with key ids.
 
@@ -190,9 +239,11 @@ def load_public_keys(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey
             for jwk in doc["keys"]:
                 if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
                     raise SigningKeyError(f"`{p}`: key `{jwk.get('kid')}` is not an OKP/Ed25519 key")
+                if not isinstance(jwk.get("kid"), str) or not isinstance(jwk.get("x"), str):
+                    raise SigningKeyError(f"`{p}`: every JWK needs string `kid` and `x`")
                 raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
-                keys[str(jwk["kid"])] = Ed25519PublicKey.from_public_bytes(raw)
-        except (KeyError, TypeError, ValueError) as exc:
+                _add(keys, jwk["kid"], Ed25519PublicKey.from_public_bytes(raw), p)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SigningKeyError(f"`{p}` is not a valid JWKS: {exc}") from exc
     else:
         blocks = re.split(r"(?=^# key_id: )", text, flags=re.M)
@@ -208,7 +259,7 @@ def load_public_keys(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey
                 raise SigningKeyError(f"`{p}`: key `{m.group(1)}` is not a PEM public key: {exc}") from exc
             if not isinstance(key, Ed25519PublicKey):
                 raise SigningKeyError(f"`{p}`: key `{m.group(1)}` is not Ed25519")
-            keys[m.group(1)] = key
+            _add(keys, m.group(1), key, p)
     if not keys:
         raise SigningKeyError(f"`{p}` holds no public key")
     return keys
