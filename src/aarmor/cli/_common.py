@@ -47,3 +47,20 @@ def load_keyring(config: Path | None, *, create: bool) -> Any:
         return Keyring.open(load_config(config).keys, create=create)
     except AarmorError as exc:
         raise fail(str(exc)) from exc
+
+
+PublicKeysOption = Annotated[Path | None, typer.Option(
+    "--public-keys", help="JWKS or PEM bundle of public keys (default: the configured keyring's).")]
+
+
+def public_keys_for(public_keys: Path | None, config: Path | None) -> Any:
+    """The verification keys: from `--public-keys` when given (offline), else the configured keyring's."""
+    from aarmor.errors import AarmorError
+    from aarmor.receipts import load_public_keys
+
+    if public_keys is None:
+        return load_keyring(config, create=False).public_keys()
+    try:
+        return load_public_keys(public_keys)
+    except AarmorError as exc:
+        raise fail(str(exc)) from exc

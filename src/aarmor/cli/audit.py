@@ -9,12 +9,11 @@ hidden, and the command exits 1.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from aarmor.cli._common import ConfigOption, JsonOption, fail, load_keyring, opened_store
+from aarmor.cli._common import ConfigOption, JsonOption, PublicKeysOption, fail, opened_store, public_keys_for
 
 __all__ = ["app"]
 
@@ -29,8 +28,7 @@ def _audit() -> None:
 @app.command()
 def timeline(
     session: Annotated[str, typer.Option("--session", help="Session id.")],
-    public_keys: Annotated[Path | None, typer.Option(
-        "--public-keys", help="JWKS or PEM bundle of public keys (default: the configured keyring's).")] = None,
+    public_keys: PublicKeysOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -39,16 +37,9 @@ def timeline(
     from rich.markup import escape
     from rich.table import Table
 
-    from aarmor.errors import AarmorError
-    from aarmor.receipts import build_timeline, load_public_keys
+    from aarmor.receipts import build_timeline
 
-    if public_keys is not None:
-        try:
-            keys = load_public_keys(public_keys)
-        except AarmorError as exc:
-            raise fail(str(exc)) from exc
-    else:
-        keys = load_keyring(config, create=False).public_keys()
+    keys = public_keys_for(public_keys, config)
     with opened_store(config) as store:
         records = list(store.read_receipts(session))
     if not records:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aarmor.cli._common import ConfigOption, JsonOption, fail, load_keyring, opened_store
+from aarmor.cli._common import ConfigOption, JsonOption, PublicKeysOption, fail, opened_store, public_keys_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.receipts import ReceiptFailure
@@ -64,22 +64,14 @@ def read_jsonl(path: Path) -> tuple[list[Any], list[ReceiptFailure]]:
 @app.command()
 def verify(
     file: Annotated[Path, typer.Argument(help="Receipts as JSON lines (from `aarmor receipts export`).")],
-    public_keys: Annotated[Path | None, typer.Option(
-        "--public-keys", help="JWKS or PEM bundle of public keys (default: the configured keyring's).")] = None,
+    public_keys: PublicKeysOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify every signature and chain link offline; exit 0 only if all verify."""
-    from aarmor.errors import AarmorError
-    from aarmor.receipts import load_public_keys, verify_receipts
+    from aarmor.receipts import verify_receipts
 
-    if public_keys is not None:
-        try:
-            keys = load_public_keys(public_keys)
-        except AarmorError as exc:
-            raise fail(str(exc)) from exc
-    else:
-        keys = load_keyring(config, create=False).public_keys()
+    keys = public_keys_for(public_keys, config)
     bodies, unreadable = read_jsonl(file)
     report = verify_receipts(bodies, keys)
     report.failures[:0] = unreadable
