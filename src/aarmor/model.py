@@ -103,8 +103,18 @@ def _hashable(v: Any) -> Any:
     return v
 
 
+# `freeze` and `thaw` run on every call's arguments. Exact-type checks come first because isinstance
+# against the `Mapping` ABC is slow; each fast arm does what the general arm below it would do for that
+# type (dict and FrozenMap are Mappings, list and tuple are sequences, the leaves are returned as is).
+
+
 def freeze(value: Any) -> Any:
     """Deep-freeze JSON-like data: mappings to `FrozenMap`, lists to tuples."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return value
+    if t is dict:
+        return FrozenMap({k: freeze(v) for k, v in value.items()})
     if isinstance(value, Mapping):
         return FrozenMap({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
@@ -114,6 +124,11 @@ def freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """Inverse of `freeze`: fresh, mutable dicts and lists (a tool may mutate its own copy)."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return value
+    if t is FrozenMap:
+        return {k: thaw(v) for k, v in value._d.items()}
     if isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple | list):

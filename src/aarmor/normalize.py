@@ -32,6 +32,14 @@ __all__ = ["new_action_id", "normalize_action", "normalize_domain", "normalize_n
 
 _NAME_OK = re.compile(r"[a-z0-9_.:/\-]+")
 
+# Names already normalised, by raw spelling: an agent calls the same few tools over and over, and NFKC
+# plus the per-character category scan cost microseconds per call.
+# INVARIANT: `_normalize_name_text` is a pure function of the text, so a memo hit returns exactly what
+# recomputing would; only successes are stored (a refused name raises again every time), the length
+# limit is checked before the memo, and the memo is bounded (cleared when full).
+_NAME_MEMO: dict[str, str] = {}
+_NAME_MEMO_MAX = 1024
+
 
 def _strip_ignorable(text: str) -> str:
     # Cf (format) covers zero-width space/joiners, bidi controls, soft hyphen; also drop variation selectors.
@@ -52,6 +60,19 @@ def normalize_name(name: str, *, what: str = "tool name", limits: Limits = DEFAU
         raise InputError(f"{what} must be a string, found {type(name).__name__}")
     if len(name) > limits.max_name_length:
         raise LimitExceeded("max_name_length", limits.max_name_length, len(name), what)
+    if type(name) is str:  # a str subclass could override methods: never memoised
+        hit = _NAME_MEMO.get(name)
+        if hit is not None:
+            return hit
+    text = _normalize_name_text(name, what)
+    if type(name) is str:
+        if len(_NAME_MEMO) >= _NAME_MEMO_MAX:
+            _NAME_MEMO.clear()
+        _NAME_MEMO[name] = text
+    return text
+
+
+def _normalize_name_text(name: str, what: str) -> str:
     text = unicodedata.normalize("NFKC", _strip_ignorable(name)).casefold().strip()
     if not text:
         raise InputError(f"{what} `{name}` is empty after normalisation")
@@ -99,6 +120,9 @@ def normalize_domain(text: str) -> str:
 def _check_depth(value: Any, limit: int, depth: int = 0) -> None:
     if depth > limit:
         raise LimitExceeded("max_argument_depth", limit, depth, "arguments nesting depth")
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return  # a leaf (exact types only: the ABC checks below are slow and these cannot nest)
     if isinstance(value, Mapping):
         for v in value.values():
             _check_depth(v, limit, depth + 1)

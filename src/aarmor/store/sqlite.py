@@ -43,6 +43,13 @@ CREATE INDEX IF NOT EXISTS receipts_action ON receipts (action_id);
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
+# The stored body text is `json.dumps(body, separators=(",", ":"))`. One encoder built once gives the
+# same text (json.dumps builds an identical JSONEncoder on every call when any option is given).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+#: chain heads remembered across transactions (beyond this many sessions the memo is simply cleared)
+_MAX_HEADS = 4096
+
 
 class SqliteStore(Store):
     def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
@@ -64,6 +71,17 @@ class SqliteStore(Store):
             raise StoreError(f"store `{self.path}` has schema version {found}, expected {SCHEMA_VERSION}")
         self._lock = threading.RLock()
         self._closed = False
+        # Head memo: the chain heads this connection read or wrote, so that a write transaction need
+        # not re-read them (a head read costs more than the insert: `entry_hash` sits behind the body's
+        # overflow pages). Keyed by (table, session_id).
+        # INVARIANT: the memo is used only inside a write transaction (the write lock is held, no one
+        # else can move a head) and only if the database is unchanged since our last commit: the same
+        # `PRAGMA data_version` (which moves whenever ANY other connection, in any process, commits)
+        # and the same `total_changes` (which moves if this connection wrote outside these methods).
+        # Otherwise, or after any failed transaction, it is dropped and heads are read from disk.
+        self._heads: dict[tuple[str, str], tuple[int, str] | None] = {}
+        self._seen: tuple[int, int] | None = None  # (data_version, total_changes) after our last commit
+        self._in_txn = False
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -71,17 +89,28 @@ class SqliteStore(Store):
             self._check_open()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot begin a write on `{self.path}`: {exc}") from exc
+            if self._seen != (version, self._db.total_changes) or len(self._heads) > _MAX_HEADS:
+                self._heads.clear()
+            self._in_txn = True
             try:
                 yield
                 self._db.execute("COMMIT")
+                self._seen = (version, self._db.total_changes)
             except BaseException as exc:
+                self._heads.clear()
+                self._seen = None
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"write to `{self.path}` failed: {exc}") from exc
                 raise
+            finally:
+                self._in_txn = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -104,29 +133,41 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"read from `{self.path}` failed: {exc}") from exc
 
+    def _head(self, table: str, session_id: str, sql: str) -> tuple[int, str] | None:
+        key = (table, session_id)
+        # under the store lock: another thread sees `_in_txn` only once it owns the transaction, so it
+        # never reads a head staged (and perhaps rolled back) by a transaction in progress
+        with self._lock:
+            if self._in_txn and key in self._heads:  # INVARIANT: see `_heads` in __init__
+                return self._heads[key]
+            row = self._one(sql, (session_id,))
+            head = (int(row[0]), str(row[1])) if row else None  # type: ignore[call-overload]
+            if self._in_txn:
+                self._heads[key] = head
+            return head
+
     def _log_head(self, session_id: str) -> tuple[int, str] | None:
-        row = self._one("SELECT seq, entry_hash FROM log_entries WHERE session_id=? ORDER BY seq DESC LIMIT 1",
-                        (session_id,))
-        return (int(row[0]), str(row[1])) if row else None  # type: ignore[call-overload]
+        return self._head("log", session_id, "SELECT seq, entry_hash FROM log_entries WHERE session_id=? "
+                                             "ORDER BY seq DESC LIMIT 1")
 
     def _insert_log(self, rec: LogRecord) -> None:
         self._db.execute(
             "INSERT INTO log_entries VALUES (?,?,?,?,?,?,?)",
-            (rec.session_id, rec.seq, rec.kind, json.dumps(rec.body, separators=(",", ":")),
-             rec.recorded_at, rec.prev_hash, rec.entry_hash),
+            (rec.session_id, rec.seq, rec.kind, _dumps(rec.body), rec.recorded_at, rec.prev_hash, rec.entry_hash),
         )
+        self._heads[("log", rec.session_id)] = (rec.seq, rec.entry_hash)
 
     def _receipt_head(self, session_id: str) -> tuple[int, str] | None:
-        row = self._one("SELECT seq, receipt_hash FROM receipts WHERE session_id=? ORDER BY seq DESC LIMIT 1",
-                        (session_id,))
-        return (int(row[0]), str(row[1])) if row else None  # type: ignore[call-overload]
+        return self._head("receipt", session_id, "SELECT seq, receipt_hash FROM receipts WHERE session_id=? "
+                                                 "ORDER BY seq DESC LIMIT 1")
 
     def _insert_receipt(self, r: ReceiptRecord) -> None:
         self._db.execute(
             "INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
-             r.policy_id, r.human, r.receipt_hash, json.dumps(r.body, separators=(",", ":"))),
+             r.policy_id, r.human, r.receipt_hash, _dumps(r.body)),
         )
+        self._heads[("receipt", r.session_id)] = (r.seq, r.receipt_hash)
 
     def read_log(self, session_id: str) -> Iterator[LogRecord]:
         rows = self._all("SELECT * FROM log_entries WHERE session_id=? ORDER BY seq", (session_id,))
