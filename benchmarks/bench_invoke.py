@@ -48,6 +48,33 @@ def _sqlite_commit(path: Path, sync: str) -> object:
     return commit
 
 
+def _call_commits(store_db: sqlite3.Connection, path: Path, sync: str) -> object:
+    """The SQL one mediated call runs, alone: the rows the last call wrote, replayed into a fresh file
+    with aarmor's schema as two commits (the "requested" entry; the outcome entry plus the receipt)."""
+    from aarmor.store.sqlite import _SCHEMA
+
+    requested, outcome = reversed(store_db.execute(
+        "SELECT * FROM log_entries ORDER BY seq DESC LIMIT 2").fetchall())
+    receipt = store_db.execute("SELECT * FROM receipts ORDER BY rowid DESC LIMIT 1").fetchone()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={sync}")
+    db.executescript(_SCHEMA)
+    seq = iter(range(10**9))
+
+    def commit() -> None:
+        i = next(seq)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO log_entries VALUES (?,?,?,?,?,?,?)", ("s", 2 * i, *requested[2:]))
+        db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO log_entries VALUES (?,?,?,?,?,?,?)", ("s", 2 * i + 1, *outcome[2:]))
+        db.execute("INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (f"r{i}", "s", i, *receipt[3:]))
+        db.execute("COMMIT")
+
+    return commit
+
+
 def run(n: int = 5_000) -> list[Result]:
     tmp = Path(tempfile.mkdtemp(prefix="aarmor-bench-"))
     (tmp / "policy.yaml").write_text(POLICY)
@@ -77,6 +104,9 @@ def run(n: int = 5_000) -> list[Result]:
                                lambda s=session, a=args: s.evaluate("email.send", a), n=n))
         results.append(measure(f"session.invoke ALLOW, SQLite synchronous={sync}",
                                lambda s=session, a=args: s.invoke("email.send", a, tool), n=n))
+        results.append(measure(f"baseline: the call's own two commits alone, synchronous={sync}",
+                               _call_commits(guard.store._db, tmp / f"floor-{sync}.db", sync.upper()),  # type: ignore[attr-defined, arg-type]
+                               n=n))
         session.close()
         guard.close()
     return results

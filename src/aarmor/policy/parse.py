@@ -44,7 +44,12 @@ def line_of(value: Any, default: int = 0) -> int:
     return getattr(value, "line", default) or default
 
 
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type information
+# libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster on large policies, with
+# the same nodes, marks and safe constructors as the pure-Python one.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]  # PyYAML has no type information
     pass
 
 
