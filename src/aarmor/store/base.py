@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
 from aarmor.errors import ChainError
-from aarmor.store.records import GENESIS, LogRecord, ReceiptRecord
+from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord
 
-__all__ = ["Store"]
+__all__ = ["PENDING_FIELDS", "Store"]
+
+#: the fields of a pending item that `pending_update` may change
+PENDING_FIELDS = frozenset({"status", "deadline", "owner", "lease_until", "body", "outcome"})
 
 
 class Store(ABC):
@@ -57,6 +61,42 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # --- pending approvals and deferrals (compare-and-set, shared between processes) -------------
+    @abstractmethod
+    def pending_put(self, rec: PendingRecord) -> None:
+        """Insert a new item (`version` 0). Raises StoreError if the id exists."""
+
+    @abstractmethod
+    def pending_get(self, item_id: str) -> PendingRecord | None: ...
+
+    @abstractmethod
+    def pending_list(self, *, kind: str | None = None, status: str | None = None,
+                     session_id: str | None = None) -> list[PendingRecord]:
+        """Items filtered by kind, status and session, oldest first."""
+
+    @abstractmethod
+    def pending_update(self, item_id: str, expect_version: int, **changes: Any) -> PendingRecord | None:
+        """Apply `changes` (status, deadline, owner, lease_until, body, outcome) if the stored version is
+        still `expect_version`; return the new record (version + 1), or None if someone else changed it
+        first or the item does not exist.
+
+        INVARIANT: of several updates from the same version, exactly one succeeds.
+        """
+
+    # --- API tokens (only digests are stored) ------------------------------------------------------
+    @abstractmethod
+    def token_put(self, tok: ApiToken) -> None: ...
+
+    @abstractmethod
+    def token_by_digest(self, digest: str) -> ApiToken | None: ...
+
+    @abstractmethod
+    def token_list(self) -> list[ApiToken]: ...
+
+    @abstractmethod
+    def token_revoke(self, token_id: str, at: str) -> bool:
+        """Mark a token revoked; False if there is no such (unrevoked) token."""
 
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:

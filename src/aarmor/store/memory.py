@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from aarmor.store.base import Store
-from aarmor.store.records import LogRecord, ReceiptRecord
+from aarmor.errors import StoreError
+from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord
 
 __all__ = ["MemoryStore"]
 
@@ -21,6 +24,8 @@ class MemoryStore(Store):
         self._by_id: dict[str, ReceiptRecord] = {}
         self._lock = threading.RLock()
         self._pending: list[tuple[str, LogRecord | ReceiptRecord]] | None = None
+        self._items: dict[str, PendingRecord] = {}
+        self._tokens: dict[str, ApiToken] = {}
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -59,8 +64,6 @@ class MemoryStore(Store):
     def _insert_receipt(self, rec: ReceiptRecord) -> None:
         assert self._pending is not None
         if rec.receipt_id in self._by_id:
-            from aarmor.errors import StoreError
-
             raise StoreError(f"receipt `{rec.receipt_id}` already stored")
         self._pending.append(("receipt", copy.deepcopy(rec)))
 
@@ -81,6 +84,57 @@ class MemoryStore(Store):
             sessions = sorted(self._receipts) if session_id is None else [session_id]
             rows = [r for s in sessions for r in self._receipts.get(s, [])]
         yield from rows
+
+    def pending_put(self, rec: PendingRecord) -> None:
+        with self._lock:
+            if rec.item_id in self._items:
+                raise StoreError(f"pending item `{rec.item_id}` already stored")
+            self._items[rec.item_id] = copy.deepcopy(dataclasses.replace(rec, version=0))
+
+    def pending_get(self, item_id: str) -> PendingRecord | None:
+        with self._lock:
+            rec = self._items.get(item_id)
+            return copy.deepcopy(rec) if rec else None
+
+    def pending_list(self, *, kind: str | None = None, status: str | None = None,
+                     session_id: str | None = None) -> list[PendingRecord]:
+        with self._lock:
+            return [copy.deepcopy(r) for r in sorted(self._items.values(), key=lambda r: (r.created_at, r.item_id))
+                    if (kind is None or r.kind == kind) and (status is None or r.status == status)
+                    and (session_id is None or r.session_id == session_id)]
+
+    def pending_update(self, item_id: str, expect_version: int, **changes: Any) -> PendingRecord | None:
+        if not set(changes) <= PENDING_FIELDS:
+            raise ValueError(f"cannot change {sorted(set(changes) - PENDING_FIELDS)} of a pending item")
+        with self._lock:
+            rec = self._items.get(item_id)
+            if rec is None or rec.version != expect_version:
+                return None
+            new = dataclasses.replace(rec, **copy.deepcopy(changes), version=rec.version + 1)
+            self._items[item_id] = new
+            return copy.deepcopy(new)
+
+    def token_put(self, tok: ApiToken) -> None:
+        with self._lock:
+            if any(t.token_id == tok.token_id or t.digest == tok.digest for t in self._tokens.values()):
+                raise StoreError(f"token `{tok.token_id}` already stored")
+            self._tokens[tok.digest] = tok
+
+    def token_by_digest(self, digest: str) -> ApiToken | None:
+        with self._lock:
+            return self._tokens.get(digest)
+
+    def token_list(self) -> list[ApiToken]:
+        with self._lock:
+            return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.token_id))
+
+    def token_revoke(self, token_id: str, at: str) -> bool:
+        with self._lock:
+            for d, t in self._tokens.items():
+                if t.token_id == token_id and t.revoked_at is None:
+                    self._tokens[d] = dataclasses.replace(t, revoked_at=at)
+                    return True
+            return False
 
     def close(self) -> None:
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GENESIS", "LogRecord", "ReceiptRecord"]
+__all__ = ["GENESIS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord"]
 
 #: previous-hash of the first entry of every chain
 GENESIS = "sha256:" + "0" * 64
@@ -44,3 +44,40 @@ class ReceiptRecord:
     @property
     def prev_receipt_hash(self) -> str:
         return str(self.body.get("prev_receipt_hash", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecord:
+    """A STEP_UP approval or a DEFER deferral waiting for resolution (AARM 2.5, 2.6), shared between
+    processes through the store.
+
+    `version` is the compare-and-set counter: every change goes through `Store.pending_update` with the
+    version it read, so two approvers (or an approver and the timeout) cannot both win.
+    `owner` names the process whose caller waits; `lease_until` is its heartbeat: an item whose lease ran
+    out belongs to a caller that died (it ends as DENY on recovery). Times are RFC 3339 UTC strings.
+    """
+
+    item_id: str
+    kind: str  # "approval" | "deferral"
+    session_id: str
+    action_id: str
+    status: str
+    created_at: str
+    deadline: str
+    owner: str
+    lease_until: str
+    body: dict[str, Any]
+    outcome: dict[str, Any] | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer credential for the HTTP API and the approver CLI; only its digest is stored."""
+
+    token_id: str
+    digest: str
+    name: str
+    role: str  # "agent" | "approver" | "admin"
+    created_at: str
+    revoked_at: str | None = None

@@ -13,14 +13,17 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aarmor.errors import StoreError
-from aarmor.store.base import Store
-from aarmor.store.records import LogRecord, ReceiptRecord
+from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`)
+_UPGRADES_FROM = {1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,6 +42,16 @@ CREATE INDEX IF NOT EXISTS receipts_ts ON receipts (timestamp);
 CREATE INDEX IF NOT EXISTS receipts_human ON receipts (human);
 CREATE INDEX IF NOT EXISTS receipts_decision ON receipts (decision);
 CREATE INDEX IF NOT EXISTS receipts_action ON receipts (action_id);
+CREATE TABLE IF NOT EXISTS pending (
+    item_id TEXT PRIMARY KEY, kind TEXT NOT NULL, session_id TEXT NOT NULL, action_id TEXT NOT NULL,
+    status TEXT NOT NULL, created_at TEXT NOT NULL, deadline TEXT NOT NULL, owner TEXT NOT NULL,
+    lease_until TEXT NOT NULL, body TEXT NOT NULL, outcome TEXT, version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_status ON pending (kind, status);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL,
+    created_at TEXT NOT NULL, revoked_at TEXT
+);
 """
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -65,6 +78,9 @@ class SqliteStore(Store):
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            if int(found) in _UPGRADES_FROM:
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                found = SCHEMA_VERSION
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store `{self.path}`: {exc}") from exc
         if int(found) != SCHEMA_VERSION:
@@ -196,6 +212,76 @@ class SqliteStore(Store):
             rows = self._all("SELECT * FROM receipts WHERE session_id=? ORDER BY seq", (session_id,))
         for row in rows:
             yield self._receipt(row)
+
+    # --- pending approvals and deferrals ------------------------------------------------------------
+    @staticmethod
+    def _pending(row: tuple[Any, ...]) -> PendingRecord:
+        iid, kind, sid, aid, status, created, deadline, owner, lease, body, outcome, version = row
+        return PendingRecord(iid, kind, sid, aid, status, created, deadline, owner, lease, json.loads(body),
+                             None if outcome is None else json.loads(outcome), int(version))
+
+    def pending_put(self, rec: PendingRecord) -> None:
+        with self._txn():
+            try:
+                self._db.execute(
+                    "INSERT INTO pending VALUES (?,?,?,?,?,?,?,?,?,?,?,0)",
+                    (rec.item_id, rec.kind, rec.session_id, rec.action_id, rec.status, rec.created_at,
+                     rec.deadline, rec.owner, rec.lease_until, _dumps(rec.body),
+                     None if rec.outcome is None else _dumps(rec.outcome)))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"pending item `{rec.item_id}` already stored") from exc
+
+    def pending_get(self, item_id: str) -> PendingRecord | None:
+        row = self._one("SELECT * FROM pending WHERE item_id=?", (item_id,))
+        return self._pending(row) if row else None
+
+    def pending_list(self, *, kind: str | None = None, status: str | None = None,
+                     session_id: str | None = None) -> list[PendingRecord]:
+        where, args = [], []
+        for col, val in (("kind", kind), ("status", status), ("session_id", session_id)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM pending" + (" WHERE " + " AND ".join(where) if where else "") + \
+            " ORDER BY created_at, item_id"
+        return [self._pending(r) for r in self._all(sql, tuple(args))]
+
+    def pending_update(self, item_id: str, expect_version: int, **changes: Any) -> PendingRecord | None:
+        if not set(changes) <= PENDING_FIELDS:
+            raise ValueError(f"cannot change {sorted(set(changes) - PENDING_FIELDS)} of a pending item")
+        cols = sorted(changes)
+        vals = [(_dumps(changes[c]) if changes[c] is not None else None) if c in ("body", "outcome")
+                else changes[c] for c in cols]
+        with self._txn():
+            cur = self._db.execute(
+                "UPDATE pending SET " + "".join(f"{c}=?, " for c in cols) + "version=version+1 "
+                "WHERE item_id=? AND version=?", (*vals, item_id, expect_version))
+            if cur.rowcount != 1:
+                return None
+            row = self._db.execute("SELECT * FROM pending WHERE item_id=?", (item_id,)).fetchone()
+        return self._pending(row)
+
+    # --- API tokens -----------------------------------------------------------------------------------
+    def token_put(self, tok: ApiToken) -> None:
+        with self._txn():
+            try:
+                self._db.execute("INSERT INTO api_tokens VALUES (?,?,?,?,?,?)",
+                                 (tok.token_id, tok.digest, tok.name, tok.role, tok.created_at, tok.revoked_at))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"token `{tok.token_id}` already stored") from exc
+
+    def token_by_digest(self, digest: str) -> ApiToken | None:
+        row = self._one("SELECT * FROM api_tokens WHERE digest=?", (digest,))
+        return ApiToken(*row) if row else None  # type: ignore[arg-type]
+
+    def token_list(self) -> list[ApiToken]:
+        return [ApiToken(*r) for r in self._all("SELECT * FROM api_tokens ORDER BY created_at, token_id", ())]  # type: ignore[arg-type]
+
+    def token_revoke(self, token_id: str, at: str) -> bool:
+        with self._txn():
+            cur = self._db.execute("UPDATE api_tokens SET revoked_at=? WHERE token_id=? AND revoked_at IS NULL",
+                                   (at, token_id))
+            return cur.rowcount == 1
 
     def close(self) -> None:
         with self._lock:
