@@ -11,6 +11,7 @@ Pydantic stays at this edge; `load_config` returns frozen dataclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,9 +24,14 @@ from aarmor.errors import ConfigError
 from aarmor.limits import Limits
 
 __all__ = [
+    "ApprovalsConfig",
     "ClassificationConfig",
     "Config",
+    "DeferralsConfig",
+    "NotifierConfig",
     "RedactionConfig",
+    "ResolverConfig",
+    "ServerConfig",
     "ToolConfig",
     "default_home",
     "load_config",
@@ -69,6 +75,74 @@ class ClassificationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    """An outgoing channel for approval requests: `webhook` (generic JSON) or `slack` (Block Kit)."""
+
+    type: Literal["webhook", "slack"]
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Slack: rule approver (group) -> channel name, shown in the message
+    channel_mapping: tuple[tuple[str, str], ...] = ()
+    timeout: float = 5.0
+    retries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsConfig:
+    """STEP_UP (AARM 2.5). Timeouts always end in DENY: there is no other `timeout_action`."""
+
+    default_timeout: float = 3600.0
+    #: approver group name -> the principals in it; a name that is no group is a principal itself
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    notifiers: tuple[NotifierConfig, ...] = ()
+    #: how often a waiting caller looks in the store for a decision taken by another process
+    poll_interval: float = 0.25
+    #: a waiting caller renews its claim this often x3; a claim older than this is a dead caller's
+    lease_seconds: float = 30.0
+
+    def members(self, name: str) -> tuple[str, ...]:
+        for group, people in self.groups:
+            if group == name:
+                return people
+        return (name,)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverConfig:
+    """An HTTP callback asked for the context a deferral needs (POST JSON, answer `{"fields": {...}}`)."""
+
+    url: str
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeferralsConfig:
+    """DEFER (AARM 2.6). Timeouts always end in DENY; fail-open on timeout is not configurable."""
+
+    default_timeout: float = 300.0
+    max_timeout: float = 3600.0
+    #: a chain of actions deferred because they depend on deferred actions deeper than this is DENY
+    max_cascade: int = 3
+    resolvers: tuple[ResolverConfig, ...] = ()
+    poll_interval: float = 0.25
+    lease_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """`aarmor serve`: the HTTP API and the approver page. Localhost unless configured otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = 8731
+    #: the address approvers reach the page at, for links in notifications (default http://host:port)
+    public_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: Path
     store: str
@@ -81,9 +155,9 @@ class Config:
     classification: ClassificationConfig = ClassificationConfig()
     redaction: RedactionConfig = RedactionConfig()
     confidence_threshold: float = 0.0
-    approval_timeout: float = 3600.0
-    defer_timeout: float = 300.0
-    defer_max_timeout: float = 3600.0
+    approvals: ApprovalsConfig = ApprovalsConfig()
+    deferrals: DeferralsConfig = DeferralsConfig()
+    server: ServerConfig = ServerConfig()
     limits: Limits = field(default_factory=Limits)
     source: str | None = None
 
@@ -119,13 +193,41 @@ class _Decision(_Strict):
     confidence_threshold: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class _Notifier(_Strict):
+    type: Literal["webhook", "slack"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    channel_mapping: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(5, ge=0, le=20)
+
+
 class _Approvals(_Strict):
     default_timeout: float = Field(3600.0, gt=0)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    notifiers: list[_Notifier] = Field(default_factory=list)
+    poll_interval: float = Field(0.25, gt=0, le=10)
+    lease_seconds: float = Field(30.0, ge=1, le=600)
+
+
+class _Resolver(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    timeout: float = Field(5.0, gt=0, le=60)
 
 
 class _Deferrals(_Strict):
     default_timeout: float = Field(300.0, gt=0)
     max_timeout: float = Field(3600.0, gt=0, le=3600.0)
+    max_cascade: int = Field(3, ge=0, le=100)
+    resolvers: list[_Resolver] = Field(default_factory=list)
+    poll_interval: float = Field(0.25, gt=0, le=10)
+    lease_seconds: float = Field(30.0, ge=1, le=600)
+
+
+class _Server(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8731, ge=0, le=65535)
+    public_url: str | None = Field(None, pattern=r"^https?://")
 
 
 _LimitsModel = type(
@@ -147,6 +249,7 @@ class _File(_Strict):
     decision: _Decision = _Decision()
     approvals: _Approvals = _Approvals()
     deferrals: _Deferrals = _Deferrals()
+    server: _Server = _Server()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -204,7 +307,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 
 _OVERRIDES = {"home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
               "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
-              "classification"}
+              "classification", "approvals", "deferrals", "server"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -254,12 +357,36 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         redaction=overrides.get("redaction") or RedactionConfig(f.redaction.mode, tuple(f.redaction.fields),
                                                                 tuple(f.redaction.allow)),
         confidence_threshold=overrides.get("confidence_threshold", f.decision.confidence_threshold),
-        approval_timeout=overrides.get("approval_timeout", f.approvals.default_timeout),
-        defer_timeout=min(overrides.get("defer_timeout", f.deferrals.default_timeout), f.deferrals.max_timeout),
-        defer_max_timeout=f.deferrals.max_timeout,
+        approvals=_approvals(f.approvals, overrides),
+        deferrals=_deferrals(f.deferrals, overrides),
+        server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url),
         limits=overrides.get("limits") or limits,
         source=str(file) if file else None,
     )
     if cfg.identity_mode not in ("enforce", "flag"):
         raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
+    return cfg
+
+
+def _approvals(a: _Approvals, overrides: dict[str, Any]) -> ApprovalsConfig:
+    cfg: ApprovalsConfig = overrides.get("approvals") or ApprovalsConfig(
+        default_timeout=a.default_timeout,
+        groups=tuple((g, tuple(people)) for g, people in a.groups.items()),
+        notifiers=tuple(NotifierConfig(n.type, n.url, tuple(n.headers.items()), tuple(n.channel_mapping.items()),
+                                       n.timeout, n.retries) for n in a.notifiers),
+        poll_interval=a.poll_interval, lease_seconds=a.lease_seconds)
+    if "approval_timeout" in overrides:
+        cfg = dataclasses.replace(cfg, default_timeout=float(overrides["approval_timeout"]))
+    return cfg
+
+
+def _deferrals(d: _Deferrals, overrides: dict[str, Any]) -> DeferralsConfig:
+    cfg: DeferralsConfig = overrides.get("deferrals") or DeferralsConfig(
+        default_timeout=d.default_timeout, max_timeout=d.max_timeout, max_cascade=d.max_cascade,
+        resolvers=tuple(ResolverConfig(r.url, r.timeout) for r in d.resolvers),
+        poll_interval=d.poll_interval, lease_seconds=d.lease_seconds)
+    if "defer_timeout" in overrides:
+        cfg = dataclasses.replace(cfg, default_timeout=float(overrides["defer_timeout"]))
+    if cfg.default_timeout > cfg.max_timeout:  # AARM 2.6: every deferral is bounded by the maximum
+        cfg = dataclasses.replace(cfg, default_timeout=cfg.max_timeout)
     return cfg

@@ -15,12 +15,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AarmorError",
     "ActionDenied",
+    "AuthError",
     "ChainError",
     "ConfigError",
     "InputError",
     "LimitExceeded",
+    "NotFound",
     "PolicyError",
     "ReceiptError",
+    "Refused",
     "SigningKeyError",
     "StoreError",
 ]
@@ -64,6 +67,23 @@ class LimitExceeded(InputError):
         self.allowed = allowed
         self.found = found
         super().__init__(f"{what} exceeds limit `{limit}`: allowed {allowed}, found {found}")
+
+
+class NotFound(InputError):
+    """No approval, deferral, receipt or token with the id given."""
+
+
+class Refused(InputError):
+    """A well-formed request the rules forbid: approving your own action, an approval that is no
+    longer pending, a second use of an approval. `code` is a stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class AuthError(AarmorError):
+    """A credential is missing, unknown, revoked, or its role may not do what was asked."""
 
 
 class ChainError(AarmorError):

@@ -229,14 +229,14 @@ class Mediator:
     # --- phase 2: STEP_UP and DEFER wait ---------------------------------------------------------
     def _approval_request(self, call: _Call) -> ApprovalRequest:
         d = call.decision
-        timeout = d.timeout if d.timeout is not None else self._cfg.approval_timeout
+        timeout = d.timeout if d.timeout is not None else self._cfg.approvals.default_timeout
         return ApprovalRequest("apr_" + uuid.uuid4().hex, call.action, d, d.approvers, float(timeout),
                                call.now)
 
     def _deferral_request(self, call: _Call) -> DeferralRequest:
         d = call.decision
-        timeout = min(d.timeout if d.timeout is not None else self._cfg.defer_timeout,
-                      self._cfg.defer_max_timeout)
+        timeout = min(d.timeout if d.timeout is not None else self._cfg.deferrals.default_timeout,
+                      self._cfg.deferrals.max_timeout)
         return DeferralRequest("dfr_" + uuid.uuid4().hex, call.action, d, d.reason, d.defer_trigger,
                                d.context_needed, float(timeout), call.now)
 
