@@ -51,6 +51,8 @@ TAG_ACTION = "aarmor.action.v1"
 TAG_POLICY = "aarmor.policy.v1"
 TAG_OUTPUT = "aarmor.output.v1"
 TAG_PARAM = "aarmor.param.v1"
+#: what an approval is bound to: tool, operation, final parameters, identity, session (single use)
+TAG_APPROVAL_BINDING = "aarmor.approval.binding.v1"
 
 
 def format_ts(ts: datetime) -> str:

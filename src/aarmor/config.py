@@ -92,6 +92,8 @@ class ApprovalsConfig:
     """STEP_UP (AARM 2.5). Timeouts always end in DENY: there is no other `timeout_action`."""
 
     default_timeout: float = 3600.0
+    #: upper bound for any rule's `timeout` (a day by default)
+    max_timeout: float = 86400.0
     #: approver group name -> the principals in it; a name that is no group is a principal itself
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     notifiers: tuple[NotifierConfig, ...] = ()
@@ -204,6 +206,7 @@ class _Notifier(_Strict):
 
 class _Approvals(_Strict):
     default_timeout: float = Field(3600.0, gt=0)
+    max_timeout: float = Field(86400.0, gt=0, le=7 * 86400)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     notifiers: list[_Notifier] = Field(default_factory=list)
     poll_interval: float = Field(0.25, gt=0, le=10)
@@ -370,7 +373,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
 
 def _approvals(a: _Approvals, overrides: dict[str, Any]) -> ApprovalsConfig:
     cfg: ApprovalsConfig = overrides.get("approvals") or ApprovalsConfig(
-        default_timeout=a.default_timeout,
+        default_timeout=min(a.default_timeout, a.max_timeout), max_timeout=a.max_timeout,
         groups=tuple((g, tuple(people)) for g, people in a.groups.items()),
         notifiers=tuple(NotifierConfig(n.type, n.url, tuple(n.headers.items()), tuple(n.channel_mapping.items()),
                                        n.timeout, n.retries) for n in a.notifiers),

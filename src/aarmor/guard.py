@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aarmor.approvals import ApprovalService, UnattendedApprovals
+from aarmor.approvals import ApprovalService
+from aarmor.approvals.service import ApprovalDesk
+from aarmor.canonical import format_ts
 from aarmor.config import Config, load_config
 from aarmor.context import Classifier, SessionContext
-from aarmor.deferrals import DeferralService, UnresolvedDeferrals
+from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
 from aarmor.intent import AlignmentScorer, NeutralScorer
@@ -127,8 +129,8 @@ class Guard:
 
     def __init__(self, config: Config, *, verifier: IdentityVerifier | None = None,
                  scorer: AlignmentScorer | None = None, approvals: ApprovalService | None = None,
-                 deferrals: DeferralService | None = None, clock: Callable[[], datetime] = utc_now,
-                 policy_reload_interval: float = 2.0) -> None:
+                 clock: Callable[[], datetime] = utc_now, policy_reload_interval: float = 2.0,
+                 recover: bool = True) -> None:
         self.config = config
         self._clock = clock
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
@@ -144,14 +146,21 @@ class Guard:
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
             levels=config.classification.levels, unclassified=config.classification.unclassified,
             limits=config.limits)
-        self._approvals = approvals or UnattendedApprovals()
-        self._deferrals = deferrals or UnresolvedDeferrals()
+        #: STEP_UP requests: decided through `guard.approvals.decide` (CLI, HTTP API, page)
+        self.approvals = ApprovalDesk(self.store, config.approvals, clock=clock)
+        self._notifications = _notifications(config, self.approvals.record_delivery)
+        self.approvals.notifications = self._notifications
+        #: DEFER deferrals: resolved through `guard.deferrals.supply`, resolvers or `Session.update_context`
+        self.deferrals = DeferralDesk(self.store, config.deferrals, clock=clock)
+        self._approvals: ApprovalService = approvals or self.approvals
         self.mediator = Mediator(
             policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
             verifier=verifier or ClaimedIdentityVerifier(config.identity_mode),
-            scorer=scorer or NeutralScorer(), approvals=self._approvals, deferrals=self._deferrals,
+            scorer=scorer or NeutralScorer(), approvals=self._approvals, deferrals=self.deferrals,
             config=config, clock=clock)
         self._closed = False
+        if recover:
+            self.recover_abandoned()
 
     @classmethod
     def open(cls, config: str | os.PathLike[str] | Config | None = None, **overrides: Any) -> Guard:
@@ -224,6 +233,47 @@ class Guard:
             state.receipt_seq, state.receipt_head = head
         return Session(self, state)
 
+    def add_resolver(self, fn: Resolver, *, name: str | None = None) -> None:
+        """Register a deferral resolver: called with a deferral's view, returns context fields or None."""
+        self.deferrals.add_resolver(fn, name=name)
+
+    def recover_abandoned(self) -> list[str]:
+        """End as DENY (with a receipt) every approval or deferral whose waiting caller died.
+
+        An item is abandoned when its owner stopped renewing its lease (`lease_seconds`). Run at start-up;
+        safe to run from several processes (each item is claimed by compare-and-set). Returns receipt ids.
+        """
+        from aarmor.waiting import parse_ts
+
+        now = self._clock()
+        done: list[str] = []
+        for status in ("pending", "approved"):
+            for rec in self.store.pending_list(status=status):
+                if parse_ts(rec.lease_until) > now:
+                    continue  # its caller is alive (or was, moments ago)
+                claimed = self.store.pending_update(rec.item_id, rec.version, status="abandoned", outcome={
+                    "reason": "waiting caller ended", "ended_at": format_ts(now)})
+                if claimed is None:
+                    continue
+                try:
+                    st = self._state(rec.session_id, Identity.from_json(rec.body["action"]["identity"]))
+                    receipt = self.mediator.close_abandoned(st, claimed)
+                except Exception:  # recorded as abandoned in the store either way; keep going
+                    log.exception("could not write the receipt for abandoned %s %s", rec.kind, rec.item_id)
+                    continue
+                if receipt:
+                    done.append(receipt)
+        return done
+
+    def _state(self, sid: str, identity: Identity) -> SessionState:
+        ctx = SessionContext.resume(self.store, sid, classifier=self.classifier,
+                                    window=self.config.limits.max_window)
+        state = SessionState(sid, identity, ctx)
+        head = self.store.receipt_head(sid)
+        if head is not None:
+            state.receipt_seq, state.receipt_head = head
+        return state
+
     def protect(self, tool: str, *, operation: str | None = None) -> Callable[[Any], Any]:
         """Decorator: mediate every call of a sync or async function in the current session."""
         from aarmor.adapters.sdk import protect
@@ -241,7 +291,10 @@ class Guard:
             return
         self._closed = True
         self._approvals.close()
-        self._deferrals.close()
+        self.approvals.close()
+        self.deferrals.close()
+        if self._notifications is not None:
+            self._notifications.close()
         self.keyring.close()
         self.store.close()
 
@@ -251,3 +304,11 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _notifications(config: Config, on_result: Callable[[str, str, str, bool, str], None]) -> Any:
+    if not config.approvals.notifiers:
+        return None
+    from aarmor.approvals.notify import Notifications
+
+    return Notifications(config.approvals.notifiers, page_url=config.server.base_url, on_result=on_result)

@@ -20,30 +20,46 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import re
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
-from aarmor.canonical import format_ts
-from aarmor.deferrals import DeferralRequest, DeferralResolution, DeferralService
+from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
+from aarmor.deferrals import DeferralRequest, DeferralResolution
+from aarmor.deferrals.service import DeferralDesk
 from aarmor.errors import ActionDenied, InputError
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
-from aarmor.model import Action, Decision, DecisionResult, FrozenMap, Identity, thaw
+from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
 from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
-from aarmor.store import GENESIS, Store
+from aarmor.store import GENESIS, PendingRecord, Store
 
-__all__ = ["Mediator", "SessionState"]
+__all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
+
+#: an argument string holding `aarmor:result:<action_id>` makes the call depend on that action (AARM R4)
+HANDLE_PREFIX = "aarmor:result:"
+_HANDLE = re.compile(re.escape(HANDLE_PREFIX) + r"([A-Za-z0-9_.\-]{1,80})")
+_ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 
 log = logging.getLogger("aarmor.mediator")
 
 D = DecisionResult
+
+
+@dataclass(eq=False)
+class Flight:
+    """An action of this session as dependents see it: finished yet, executed, how deep it was deferred."""
+
+    depth: int = 0
+    done: bool = False
+    executed: bool = False
 
 
 @dataclass(eq=False)
@@ -57,6 +73,8 @@ class SessionState:
     receipt_head: str = GENESIS
     closed: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: actions begun in this session by this process, for `depends_on` and result handles
+    flights: dict[str, Flight] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -71,6 +89,9 @@ class _Call:
     params_view: dict[str, Any]
     params_digest: str
     run_params: FrozenMap | None = None
+    snapshot: ContextSnapshot | None = None
+    depends_on: tuple[str, ...] = ()
+    approval_source: str = "step_up"
     log_seq: int | None = None
     context_hash: str | None = None
     #: the "requested" entry is durably in the log (else `_finish` stages it with the outcome)
@@ -89,7 +110,7 @@ class Mediator:
 
     def __init__(self, *, policy: Callable[[], Any], store: Store, signer: ReceiptSigner,
                  verifier: IdentityVerifier, scorer: AlignmentScorer, approvals: ApprovalService,
-                 deferrals: DeferralService, config: Any, clock: Callable[[], datetime]) -> None:
+                 deferrals: DeferralDesk, config: Any, clock: Callable[[], datetime]) -> None:
         self._policy = policy
         self._store = store
         self._signer = signer
@@ -111,10 +132,10 @@ class Mediator:
             return self._error_decision(exc)
 
     def invoke(self, st: SessionState, tool: str, arguments: Any, execute: Callable[[dict[str, Any]], Any],
-               operation: str | None) -> Any:
-        call = self._begin(st, tool, arguments, operation)
+               operation: str | None, *, depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
+        call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
         if call.final.result in (D.STEP_UP, D.DEFER):
-            self._wait(call, sync=True)
+            self._wait(call)
         if call.run_params is not None:
             self._mark_started(call)
             try:
@@ -125,8 +146,9 @@ class Mediator:
         return self._finish(call)
 
     async def ainvoke(self, st: SessionState, tool: str, arguments: Any,
-                      execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], operation: str | None) -> Any:
-        call = self._begin(st, tool, arguments, operation)
+                      execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], operation: str | None, *,
+                      depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
+        call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
         if call.final.result in (D.STEP_UP, D.DEFER):
             await self._wait_async(call)
         if call.run_params is not None:
@@ -141,13 +163,22 @@ class Mediator:
 
     # --- phase 1: normalise, verify, snapshot, decide, record "requested" ----------------------
     def _normalize(self, st: SessionState, tool: str, arguments: Any, operation: str | None,
-                   now: datetime) -> Action:
+                   now: datetime, action_id: str | None = None) -> Action:
         if st.closed:
             raise RuntimeError(f"session `{st.session_id}` already closed")
+        if action_id is not None and (not isinstance(action_id, str) or not _ACTION_ID.fullmatch(action_id)):
+            raise InputError(f"action_id `{action_id!r}` must be 1-80 characters of letters, digits, `_.-`")
+        if action_id is not None and action_id in st.flights:
+            raise InputError(f"action_id `{action_id}` was already used in session `{st.session_id}`")
         return normalize_action(tool, arguments, operation=operation, identity=st.identity,
-                                session_id=st.session_id, now=now, limits=self._cfg.limits)
+                                session_id=st.session_id, now=now, action_id=action_id, limits=self._cfg.limits)
 
     def _decide(self, st: SessionState, action: Action, now: datetime) -> tuple[Decision, Action, str | None]:
+        decision, action, flag, _ = self._decide_with(st, action, now)
+        return decision, action, flag
+
+    def _decide_with(self, st: SessionState, action: Action,
+                     now: datetime) -> tuple[Decision, Action, str | None, ContextSnapshot]:
         identity, flag = self._verifier.verify(action.identity, now=now)
         if identity is not action.identity:
             action = dataclasses.replace(action, identity=identity)
@@ -159,22 +190,27 @@ class Mediator:
                                            confidence=signal.confidence)
         decision = evaluate(action, snapshot, self._policy(), now=now,
                             confidence_threshold=self._cfg.confidence_threshold)
-        return decision, action, flag
+        return decision, action, flag, snapshot
 
-    def _begin(self, st: SessionState, tool: str, arguments: Any, operation: str | None) -> _Call:
+    def _begin(self, st: SessionState, tool: str, arguments: Any, operation: str | None, *,
+               depends_on: Sequence[str] = (), action_id: str | None = None) -> _Call:
         now = self._clock()
         try:
-            action = self._normalize(st, tool, arguments, operation, now)
+            action = self._normalize(st, tool, arguments, operation, now, action_id)
         except RuntimeError:
             raise  # caller misuse (closed session): not an action at all
         except Exception as exc:
             action = _placeholder_action(st, tool, operation, now)
             return self._denied_call(st, action, now, exc)
+        flight = st.flights[action.action_id] = Flight()
         try:
-            decision, action, flag = self._decide(st, action, now)
+            decision, action, flag, snapshot = self._decide_with(st, action, now)
+            deps = self._dependencies(st, action, depends_on)
+            decision = self._apply_dependencies(st, decision, deps, flight)
             params_view = redact_parameters(action.parameters, self._cfg.redaction)
             call = _Call(st, action, decision, decision, now, params_view,
-                         action.parameters_digest or parameters_digest(action.parameters), flag=flag)
+                         action.parameters_digest or parameters_digest(action.parameters), flag=flag,
+                         snapshot=snapshot, depends_on=deps)
             if decision.result in (D.ALLOW, D.MODIFY):
                 call.run_params = self._run_params(action, decision)
             if decision.result is not D.DENY:
@@ -185,6 +221,50 @@ class Mediator:
         # A DENY is recorded in one commit with its outcome and receipt (`_finish`); anything that may
         # run or wait commits its "requested" entry first.
         return call if decision.result is D.DENY else self._record_requested(call)
+
+    def _dependencies(self, st: SessionState, action: Action, depends_on: Sequence[str]) -> tuple[str, ...]:
+        """Explicit `depends_on` ids plus result handles found in the arguments (AARM R4 DEFER obligations).
+
+        Raises:
+            InputError: `depends_on` is not a list of ids, names this action, or an action this session
+                has not seen (a dependency that cannot be checked is not assumed satisfied).
+        """
+        if isinstance(depends_on, str) or not isinstance(depends_on, Sequence):
+            raise InputError("depends_on must be a list of action ids")
+        found = [*depends_on, *_handles(action.parameters)]
+        deps = tuple(dict.fromkeys(found))
+        for dep in deps:
+            if not isinstance(dep, str) or dep == action.action_id:
+                raise InputError(f"action `{action.action_id}` cannot depend on `{dep!r}`")
+            if dep not in st.flights:
+                raise InputError(f"action depends on `{dep}`, which this session has not seen")
+        return deps
+
+    def _apply_dependencies(self, st: SessionState, decision: Decision, deps: tuple[str, ...],
+                            flight: Flight) -> Decision:
+        """A dependency that did not run makes this a DENY; one still open makes this a DEFER (cascade-bounded)."""
+        if decision.result is D.DEFER:
+            flight.depth = 1
+        if not deps or decision.result is D.DENY:
+            return decision
+        failed = [d for d in deps if st.flights[d].done and not st.flights[d].executed]
+        if failed:
+            return _denied(decision, f"depends on {', '.join(failed)}, which did not execute")
+        open_ = [d for d in deps if not st.flights[d].done]
+        if not open_:
+            return decision
+        depth = 1 + max(st.flights[d].depth for d in open_)
+        limit = self._cfg.deferrals.max_cascade
+        if depth > limit:
+            return _denied(decision, f"deferral cascade of depth {depth} exceeds the limit of {limit} "
+                                     f"(waits for {', '.join(open_)})")
+        flight.depth = depth
+        return dataclasses.replace(
+            decision, result=D.DEFER, defer_trigger="dependency",
+            reason=f"waits for {', '.join(open_)} to finish" + (
+                f"; policy: {decision.reason}" if decision.result is not D.ALLOW else ""),
+            context_needed=decision.context_needed if decision.result is D.DEFER else (),
+            timeout=decision.timeout if decision.result is D.DEFER else None)
 
     def _run_params(self, action: Action, decision: Decision) -> FrozenMap:
         if decision.result is D.MODIFY or (decision.modifications and decision.result is D.STEP_UP):
@@ -227,73 +307,166 @@ class Mediator:
         return call
 
     # --- phase 2: STEP_UP and DEFER wait ---------------------------------------------------------
-    def _approval_request(self, call: _Call) -> ApprovalRequest:
-        d = call.decision
-        timeout = d.timeout if d.timeout is not None else self._cfg.approvals.default_timeout
-        return ApprovalRequest("apr_" + uuid.uuid4().hex, call.action, d, d.approvers, float(timeout),
-                               call.now)
-
-    def _deferral_request(self, call: _Call) -> DeferralRequest:
-        d = call.decision
-        timeout = min(d.timeout if d.timeout is not None else self._cfg.deferrals.default_timeout,
-                      self._cfg.deferrals.max_timeout)
-        return DeferralRequest("dfr_" + uuid.uuid4().hex, call.action, d, d.reason, d.defer_trigger,
-                               d.context_needed, float(timeout), call.now)
-
-    def _wait(self, call: _Call, *, sync: bool) -> None:
+    # A DEFER runs first (suspend, gather context, re-evaluate); its re-evaluation may end in STEP_UP,
+    # which then waits for a human like any STEP_UP (labelled an escalated DEFER). The deferral loop is a
+    # generator that yields whenever it must wait, so the sync and async paths share every step.
+    def _wait(self, call: _Call) -> None:
         try:
+            if call.final.result is D.DEFER:
+                for rec in self._deferral_flow(call):
+                    self._deferrals.wait(rec)
             if call.final.result is D.STEP_UP:
                 req = self._approval_request(call)
-                call.st.ctx.record_event("approval_requested", _jsonable(req.to_json()), now=call.now)
                 self._after_approval(call, req, self._approvals.wait(req))
-            else:
-                dreq = self._deferral_request(call)
-                self._write_deferral_receipt(call, dreq)
-                self._after_deferral(call, dreq, self._deferrals.wait(dreq))
         except Exception as exc:  # AARM R1: an error while waiting is a DENY
             self._fail(call, exc)
 
     async def _wait_async(self, call: _Call) -> None:
         try:
+            if call.final.result is D.DEFER:
+                for rec in self._deferral_flow(call):
+                    await self._deferrals.wait_async(rec)
             if call.final.result is D.STEP_UP:
                 req = self._approval_request(call)
-                call.st.ctx.record_event("approval_requested", _jsonable(req.to_json()), now=call.now)
                 self._after_approval(call, req, await self._approvals.wait_async(req))
-            else:
-                dreq = self._deferral_request(call)
-                self._write_deferral_receipt(call, dreq)
-                self._after_deferral(call, dreq, await self._deferrals.wait_async(dreq))
         except Exception as exc:
             self._fail(call, exc)
 
+    def _view(self, call: _Call) -> dict[str, Any]:
+        """What an approver or resolver sees (AARM 2.5 "approver must see")."""
+        d, snap, ident = call.final, call.snapshot, call.action.identity
+        return {
+            "original_request": snap.original_request if snap else None,
+            "tool": call.action.tool, "operation": call.action.operation, "parameters": call.params_view,
+            "parameters_digest": call.params_digest, "identity": ident.to_json(),
+            "prior_actions": [{"action_id": p.action_id, "tool": p.tool, "operation": p.operation,
+                               "decision": p.decision.value, "executed": p.executed,
+                               "at": format_ts(p.timestamp)} for p in (snap.prior_actions if snap else ())],
+            "classifications": sorted(snap.classifications) if snap else [],
+            "max_sensitivity": snap.max_sensitivity if snap else None,
+            "risk_level": d.risk_level.value, "rule_id": d.rule_id,
+            "policy": {"policy_id": d.policy_id, "version": d.policy_version, "hash": d.policy_hash},
+            "reason": d.reason, "confidence": d.confidence if d.confidence is not None else (
+                snap.confidence if snap else None),
+            "semantic_distance": snap.semantic_distance if snap else None,
+            "alignment": d.alignment if d.alignment is not None else (snap.alignment if snap else None),
+            "decision": d.result.value,
+        }
+
+    def _approval_request(self, call: _Call) -> ApprovalRequest:
+        d = call.final
+        timeout = min(d.timeout if d.timeout is not None else self._cfg.approvals.default_timeout,
+                      self._cfg.approvals.max_timeout)
+        run_params = self._run_params(call.action, d)
+        ident = call.action.identity
+        req = ApprovalRequest(
+            "apr_" + uuid.uuid4().hex, call.action, d, d.approvers, float(timeout), self._clock(),
+            source=call.approval_source, action_digest=_binding(call.action, run_params), view=self._view(call),
+            requesters=tuple(p for p in (ident.human, ident.service, ident.agent) if p),
+            escalation=thaw(d.escalation) if d.escalation is not None else None,
+            extra={"log_seq": call.log_seq, "context_hash": call.context_hash,
+                   "parameters_view": call.params_view, "parameters_digest": call.params_digest})
+        call.st.ctx.record_event("approval_requested", _jsonable(req.to_json()), now=req.requested_at)
+        return req
+
     def _after_approval(self, call: _Call, req: ApprovalRequest, res: ApprovalResult) -> None:
+        step = call.final
         call.approval = {
-            "requested_at": format_ts(req.requested_at), "approvers": list(req.approvers),
-            "approver": res.approver, "granted": res.granted, "reason": res.reason,
-            "decided_at": format_ts(res.decided_at), "timeout": req.timeout, "source": req.source,
-            "identity_verified": res.identity_verified,
+            "request_id": req.request_id, "requested_at": format_ts(req.requested_at),
+            "approvers": list(req.approvers), "approver": res.approver, "granted": res.granted,
+            "reason": res.reason, "decided_at": format_ts(res.decided_at), "timeout": req.timeout,
+            "source": req.source, "identity_verified": res.identity_verified,
         }
         call.st.ctx.record_event("approval_decided", call.approval, now=self._clock())
         if not res.granted:
-            call.final = _denied(call.decision, f"STEP_UP not granted: {res.reason}")
+            call.final = _denied(step, f"STEP_UP not granted: {res.reason}")
             return
         self._reverify(call)
-        call.run_params = self._run_params(call.action, call.decision)
+        call.approval["identity_verified"] = True
+        call.run_params = self._run_params(call.action, step)
         call.final = dataclasses.replace(
-            call.decision, result=D.MODIFY if call.run_params is not call.action.parameters else D.ALLOW,
+            step, result=D.MODIFY if call.run_params is not call.action.parameters else D.ALLOW,
             reason=f"STEP_UP granted by `{res.approver}`: {res.reason}")
 
-    def _after_deferral(self, call: _Call, req: DeferralRequest, res: DeferralResolution) -> None:
+    def _deferral_request(self, call: _Call) -> DeferralRequest:
+        d = call.final
+        timeout = min(d.timeout if d.timeout is not None else self._cfg.deferrals.default_timeout,
+                      self._cfg.deferrals.max_timeout)
+        return DeferralRequest("dfr_" + uuid.uuid4().hex, call.action, d, d.reason, d.defer_trigger,
+                               d.context_needed, float(timeout), call.now, view=self._view(call),
+                               depends_on=call.depends_on,
+                               cascade=max(1, call.st.flights[call.action.action_id].depth))
+
+    def _deferral_flow(self, call: _Call) -> Generator[PendingRecord, None, None]:
+        """Suspend, gather context, re-evaluate with the PDP until it decides or the deadline passes."""
+        st = call.st
+        req = self._deferral_request(call)
+        self._write_deferral_receipt(call, req)
+        rec = self._deferrals.open(req, extra={
+            "log_seq": call.log_seq, "context_hash": call.context_hash, "parameters_view": call.params_view,
+            "parameters_digest": call.params_digest})
+        applied: dict[str, Any] = {}
+        resolver: str | None = None
+        res: DeferralResolution | None = None
+        decision: Decision | None = None
+        try:
+            while True:
+                rec = self._deferrals.refresh(rec)
+                for name, entry in rec.body.get("supplied", {}).items():
+                    if applied.get(name) != entry:  # each supplied value enters the log once, with provenance
+                        st.ctx.set_value(name, entry["value"], source=f"{entry['channel']}:{entry['by']}",
+                                         now=self._clock())
+                        applied[name], resolver = entry, entry["by"]
+                now = self._clock()
+                if rec.status != "pending":
+                    res = DeferralResolution("TIMEOUT", f"deferral ended as {rec.status}", rec.status, now)
+                    break
+                failed = [d for d in call.depends_on if st.flights[d].done and not st.flights[d].executed]
+                if failed:
+                    res = DeferralResolution("DENY", f"dependency {', '.join(failed)} did not execute",
+                                             "dependency_failed", now)
+                    break
+                if all(st.flights[d].done for d in call.depends_on):
+                    decision, action, _flag, snapshot = self._decide_with(st, call.action, now)
+                    if decision.result is not D.DEFER:  # never re-defer: the loop waits for more instead
+                        call.action, call.snapshot = action, snapshot
+                        method = "context_supplied" if applied else (
+                            "dependency_resolved" if call.depends_on else "re-evaluation")
+                        res = DeferralResolution(decision.result.value, decision.reason, method, now, resolver)
+                        break
+                if self._deferrals.expired(rec):
+                    closed = self._deferrals.closing
+                    needed = ", ".join(req.context_needed) or (
+                        "completion of " + ", ".join(call.depends_on) if call.depends_on else "context")
+                    res = DeferralResolution(
+                        "TIMEOUT", "guard closed while deferred" if closed else
+                        f"timeout: {needed} not available within {req.timeout:g} s", "shutdown" if closed
+                        else "timeout", now)
+                    break
+                yield rec
+        except BaseException as exc:
+            res = DeferralResolution("DENY", f"error while deferred: {type(exc).__name__}: {exc}", "error",
+                                     self._clock())
+            raise
+        finally:
+            if res is not None:
+                self._deferrals.finish(rec, res)
+        self._after_deferral(call, req, res, decision)
+
+    def _after_deferral(self, call: _Call, req: DeferralRequest, res: DeferralResolution,
+                        decision: Decision | None) -> None:
         assert call.deferral is not None
         call.deferral.update(resolution_method=res.method, resolved_at=format_ts(res.resolved_at),
-                             result=res.result, resolution_reason=res.reason)
+                             result=res.result, resolution_reason=res.reason, resolver=res.resolver)
         call.st.ctx.record_event("deferral_resolved", call.deferral, now=self._clock())
-        if res.result != "ALLOW":  # TIMEOUT, DENY, or STEP_UP (no approver channel in this issue)
+        if decision is None or res.result not in ("ALLOW", "MODIFY", "STEP_UP"):
             call.final = _denied(call.decision, f"DEFER not resolved: {res.reason}")
             return
-        self._reverify(call)
-        call.run_params = call.action.parameters
-        call.final = dataclasses.replace(call.decision, result=D.ALLOW, reason=f"DEFER resolved: {res.reason}")
+        if decision.result is D.STEP_UP:  # AARM 2.5: an escalated DEFER goes to a human, labelled so
+            call.final, call.approval_source = decision, "defer_escalation"
+            return
+        call.run_params = self._run_params(call.action, decision)
+        call.final = dataclasses.replace(decision, reason=f"DEFER resolved ({res.method}): {decision.reason}")
 
     def _reverify(self, call: _Call) -> None:
         # AARM 2.5: never execute on stale identity; the verifier raises if it no longer holds.
@@ -303,7 +476,8 @@ class Mediator:
         """AARM R4/R5: a receipt at DEFER time (this one), a second at resolution or timeout."""
         call.deferral = {
             "deferral_id": req.deferral_id, "reason": req.reason, "trigger": req.trigger,
-            "context_needed": list(req.context_needed), "deferred_at": format_ts(req.deferred_at),
+            "context_needed": list(req.context_needed), "depends_on": list(req.depends_on),
+            "cascade": req.cascade, "deferred_at": format_ts(req.deferred_at),
             "timeout_at": format_ts(req.timeout_at), "resolution_method": None, "resolved_at": None,
             "result": None,
         }
@@ -353,12 +527,54 @@ class Mediator:
                 raise  # the action ran; its audit record failed: the caller must know (StoreError)
             call.error = call.error or exc
             self._log_without_receipt(call, stage)
+        finally:
+            self._landed(call, executed=executed and call.tool_error is None)
         if not executed:
             final = call.final if call.final.result is D.DENY else _denied(call.final, call.final.reason)
             raise ActionDenied(final, receipt_id)
         if call.tool_error is not None:
             raise call.tool_error
         return call.output
+
+    def _landed(self, call: _Call, *, executed: bool) -> None:
+        """Tell dependents this action is finished (and whether it ran), then let them look."""
+        flight = call.st.flights.get(call.action.action_id)
+        if flight is not None:
+            flight.done, flight.executed = True, executed
+            self._deferrals.wake_session(call.st.session_id)
+
+    # --- recovery: items whose waiting caller died --------------------------------------------------
+    def close_abandoned(self, st: SessionState, rec: PendingRecord) -> str | None:
+        """Record the DENY of an approval or deferral whose caller ended before it was resolved.
+
+        The item must already be marked `abandoned` (by compare-and-set, so only one process does this).
+        Returns the receipt id.
+        """
+        body = rec.body
+        action = Action.from_json(body["action"], parameters_digest=str(body.get("parameters_digest", "")))
+        decision = Decision.from_json(body["decision"])
+        now = self._clock()
+        why = f"waiting caller ended before the {rec.kind} was resolved (owner {rec.owner})"
+        view = body.get("parameters_view") or body.get("request", {}).get("parameters") or {}
+        call = _Call(st, action, decision, _denied(decision, why), now, dict(view),
+                     str(body.get("parameters_digest") or body.get("request", {}).get("parameters_digest") or
+                         parameters_digest(action.parameters)),
+                     log_seq=body.get("log_seq"), context_hash=body.get("context_hash"), requested_logged=True)
+        if rec.kind == "deferral":
+            call.deferral = {"deferral_id": rec.item_id, "reason": body.get("reason"),
+                             "trigger": body.get("trigger"), "context_needed": body.get("context_needed", []),
+                             "deferred_at": rec.created_at, "timeout_at": rec.deadline,
+                             "resolution_method": "abandoned", "resolved_at": format_ts(now), "result": "DENY"}
+        else:
+            call.approval = {"request_id": rec.item_id, "requested_at": rec.created_at,
+                             "approvers": body.get("approvers", []), "approver": None, "granted": False,
+                             "reason": why, "decided_at": format_ts(now), "timeout": None,
+                             "source": body.get("source", "step_up"), "identity_verified": False}
+        try:
+            self._finish(call)
+        except ActionDenied as denied:
+            return denied.receipt_id
+        return None  # pragma: no cover (a call without execution always ends in ActionDenied)
 
     def _log_without_receipt(self, call: _Call, stage: Callable[[Any], None]) -> None:
         """No receipt could be written (signer or store down): keep the attempt in the chained log."""
@@ -412,6 +628,24 @@ def _safe(fn: Callable[[], Any]) -> Any:
         return fn()
     except Exception:
         return None
+
+
+def _handles(value: Any) -> list[str]:
+    """Action ids named by result handles (`aarmor:result:<id>`) anywhere in the arguments."""
+    if isinstance(value, str):
+        return _HANDLE.findall(value) if HANDLE_PREFIX in value else []
+    if isinstance(value, Mapping):
+        return [h for v in value.values() for h in _handles(v)]
+    if isinstance(value, list | tuple):
+        return [h for v in value for h in _handles(v)]
+    return []
+
+
+def _binding(action: Action, run_params: Mapping[str, Any]) -> str:
+    """What an approval is bound to: the exact action that may run (AARM 2.5, single use)."""
+    return digest(TAG_APPROVAL_BINDING, {
+        "tool": action.tool, "operation": action.operation, "parameters": thaw(run_params),
+        "identity": action.identity.to_json(), "session_id": action.session_id})
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

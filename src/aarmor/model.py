@@ -155,6 +155,11 @@ class DelegationLink:
             "expires_at": format_ts(self.expires_at) if self.expires_at else None,
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DelegationLink:
+        return cls(d["delegator"], d["delegatee"], tuple(d.get("scope") or ()), _ts(d.get("issued_at")),
+                   _ts(d.get("expires_at")))
+
 
 @dataclass(frozen=True, slots=True, init=False)
 class Identity:
@@ -218,6 +223,13 @@ class Identity:
             "verified_by": self.verified_by,
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Identity:
+        """Inverse of `to_json` (`effective_scope` is derived, not read)."""
+        return cls(d.get("human"), d.get("service"), d.get("agent"), d.get("session"), d.get("roles") or (),
+                   d.get("scope") or (), [DelegationLink.from_json(x) for x in d.get("delegation_chain") or ()],
+                   d.get("verified_by") or "none")
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -278,6 +290,14 @@ class Action:
         if self.raw_tool is not None:
             out["raw_tool"] = self.raw_tool
         return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], *, parameters_digest: str = "") -> Action:
+        """Inverse of `to_json`, for actions read back from the store (already normalised once)."""
+        ts = _ts(d["timestamp"])
+        assert ts is not None
+        return cls(d["action_id"], ts, d["tool"], d.get("operation") or "", freeze(d.get("parameters") or {}),
+                   Identity.from_json(d["identity"]), d["session_id"], d.get("raw_tool"), parameters_digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,3 +398,29 @@ class Decision:
             "effects": thaw(self.effects) if self.effects is not None else None,
             "errors": list(self.errors),
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Decision:
+        """Inverse of `to_json`."""
+        policy = d.get("policy") or {}
+
+        def frozen(key: str) -> FrozenMap | None:
+            return freeze(d[key]) if d.get(key) is not None else None
+
+        return cls(
+            result=DecisionResult(d["result"]), reason=d["reason"], policy_id=policy.get("policy_id"),
+            policy_version=policy.get("version"), policy_hash=policy.get("hash"), rule_id=d.get("rule_id"),
+            matched_rules=tuple(d.get("matched_rules") or ()),
+            classification=Classification(d.get("classification") or Classification.STANDARD.value),
+            risk_level=RiskLevel(d.get("risk_level") or RiskLevel.LOW.value), confidence=d.get("confidence"),
+            alignment=d.get("alignment"), modifications=frozen("modifications"),
+            approvers=tuple(d.get("approvers") or ()), timeout=d.get("timeout"),
+            timeout_action=DecisionResult(d.get("timeout_action") or "DENY"), escalation=frozen("escalation"),
+            defer_trigger=d.get("defer_trigger"), context_needed=tuple(d.get("context_needed") or ()),
+            effects=frozen("effects"), errors=tuple(d.get("errors") or ()))
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aarmor.mediator import HANDLE_PREFIX
 from aarmor.model import Decision
+from aarmor.normalize import new_action_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.guard import Guard
@@ -58,8 +60,14 @@ class Session:
         return self._state.identity
 
     def invoke(self, tool: str, arguments: dict[str, Any] | None, execute: Callable[[dict[str, Any]], Any], *,
-               operation: str | None = None) -> Any:
+               operation: str | None = None, depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
         """Mediate one call. `execute(arguments)` runs only if allowed (with modified arguments on MODIFY).
+
+        STEP_UP blocks until an approver decides (or the timeout: DENY); DEFER blocks until the context it
+        needs arrives and a re-evaluation decides (or the timeout: DENY). `depends_on` (action ids) and
+        result handles in `arguments` (`session.handle(id)`) make this call wait for those actions: if one
+        is deferred this one is deferred too; if one did not run, this one is denied. `action_id` lets
+        the caller choose the id up front (see `new_action_id`) so others can depend on it.
 
         Returns what `execute` returned.
 
@@ -69,13 +77,36 @@ class Session:
             RuntimeError: the session is closed.
             Exception: whatever `execute` raised, after the failure was recorded.
         """
-        return self._guard.mediator.invoke(self._state, tool, arguments, execute, operation)
+        return self._guard.mediator.invoke(self._state, tool, arguments, execute, operation,
+                                           depends_on=depends_on, action_id=action_id)
 
     async def ainvoke(self, tool: str, arguments: dict[str, Any] | None,
                       execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], *,
-                      operation: str | None = None) -> Any:
+                      operation: str | None = None, depends_on: Sequence[str] = (),
+                      action_id: str | None = None) -> Any:
         """Async `invoke`: STEP_UP and DEFER waits do not block the event loop; `execute` may be async."""
-        return await self._guard.mediator.ainvoke(self._state, tool, arguments, execute, operation)
+        return await self._guard.mediator.ainvoke(self._state, tool, arguments, execute, operation,
+                                                  depends_on=depends_on, action_id=action_id)
+
+    @staticmethod
+    def new_action_id() -> str:
+        """A fresh action id to pass as `action_id=`, so later calls can depend on this one."""
+        return new_action_id()
+
+    @staticmethod
+    def handle(action_id: str) -> str:
+        """A result handle: put it in another call's arguments to make that call depend on `action_id`."""
+        return HANDLE_PREFIX + action_id
+
+    def update_context(self, **fields: Any) -> None:
+        """Supply context fields (AARM 2.6 progressive resolution): each is logged as `context.<name>`
+        with source `session.update_context`, and this session's deferrals re-evaluate at once."""
+        now = self._guard._clock()
+        with self._state.ctx.atomic() as tx:  # all fields or none
+            for name, value in fields.items():
+                tx.value(name, value, source="session.update_context", now=now)
+            tx.commit()
+        self._guard.deferrals.wake_session(self._state.session_id)
 
     def evaluate(self, tool: str, arguments: dict[str, Any] | None, *, operation: str | None = None) -> Decision:
         """Dry run: the decision the call would get now. Executes and records nothing."""
@@ -85,6 +116,7 @@ class Session:
         """Populate `context.<name>` for later decisions (environment state, ticket status...), logged
         with its source so a receipt's context hash covers it."""
         self._state.ctx.set_value(name, value, source=source, now=self._guard._clock())
+        self._guard.deferrals.wake_session(self._state.session_id)
 
     def close(self) -> None:
         """End the session (logged). Later calls raise RuntimeError."""

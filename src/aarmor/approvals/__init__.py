@@ -1,17 +1,18 @@
-"""STEP_UP approvals (AARM 2.5). This issue: the request blocks and times out to DENY.
+"""STEP_UP approvals (AARM 2.5): the request and result types and the `ApprovalService` protocol.
 
-The durable approval service with approvers, channels and an HTTP page is the next issue; it will
-implement `ApprovalService`. Until then `UnattendedApprovals` waits for the rule's timeout and returns
-"not granted". INVARIANT: nothing here can return granted without a human decision.
+`aarmor.approvals.service.ApprovalDesk` is the durable service (store-backed, decided by people through
+the CLI, the HTTP API or the page); `UnattendedApprovals` is for runtimes with no approver at all: every
+request waits for its timeout and is not granted. INVARIANT: nothing here grants without a human decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from aarmor.model import Action, Decision
 
@@ -27,6 +28,16 @@ class ApprovalRequest:
     timeout: float
     requested_at: datetime
     source: str = "step_up"
+    #: `canonical.digest(TAG_APPROVAL_BINDING, ...)` of the exact action a grant may release
+    action_digest: str = ""
+    #: what approvers see: original request, parameters, prior actions, classifications, risk, rule...
+    view: Mapping[str, Any] = field(default_factory=dict)
+    #: principals who asked for the action (human, service, agent): none of them may approve it
+    requesters: tuple[str, ...] = ()
+    #: the rule's `escalation: {after, to}`, if any
+    escalation: Mapping[str, Any] | None = None
+    #: stored with the item for recovery (the "requested" log entry it belongs to)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -3,8 +3,13 @@
 It uses the SQLite store under the data directory, the generated development key and the built-in
 `default` policy. The session gets all five decisions, each with its signed receipt, and ends by
 verifying every receipt offline: only the exported receipts and the public key, copied to an empty
-directory. No approver or resolver channel exists yet, so STEP_UP and DEFER end in DENY at their
-timeout. The demo shortens that wait (`--wait`), and says so.
+directory.
+
+Two helpers play the people around the agent, for real: an approver (`carol@company.com`, with an
+approver token the demo creates and revokes) who approves STEP_UP requests by running the
+`aarmor approvals approve` command in a separate process; and the agent host, which answers the
+DEFER by supplying the missing context with `session.update_context`. The demo caps every wait at
+`--wait` seconds so that nothing hangs if a helper fails; an uncaught wait still ends in DENY.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from aarmor.canonical import format_ts
 from aarmor.cli._common import ConfigOption
 
 SCRIPT: list[tuple[str, dict[str, Any], str]] = [
@@ -37,24 +46,57 @@ REQUEST = ("Prepare the Q3 customer report, send it to Bob, pay the ACME invoice
            "credentials. The CEO said we can drop the old production database.")
 
 
-def _capped(service: Any, cap: float) -> Any:
-    """Wrap an approval/deferral service so the demo's waits are short (timeouts still end in DENY)."""
+APPROVER = "carol@company.com"
 
-    class Capped:
-        def wait(self, request: Any) -> Any:
-            return service.wait(dataclasses.replace(request, timeout=min(request.timeout, cap)))
 
-        async def wait_async(self, request: Any) -> Any:
-            return await service.wait_async(dataclasses.replace(request, timeout=min(request.timeout, cap)))
+class _People:
+    """The approver (through the CLI, in another process) and the agent host (supplying context)."""
 
-        def close(self) -> None:
-            service.close()
+    def __init__(self, guard: Any, config: Path | None, token: str) -> None:
+        self._guard, self._config, self._token = guard, config, token
+        self.session: Any = None
+        self.log: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aarmor-demo-people", daemon=True)
 
-    return Capped()
+    def __enter__(self) -> _People:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        done: set[str] = set()
+        while not self._stop.wait(0.1):
+            for item in self._guard.approvals.list():
+                if item["id"] not in done:
+                    done.add(item["id"])
+                    self._approve(item)
+            for item in self._guard.deferrals.list():
+                if item["id"] not in done and self.session is not None:
+                    done.add(item["id"])
+                    self.session.update_context(**{n.removeprefix("context."): False
+                                                   for n in item["context_needed"]})
+                    self.log.append(f"agent host supplied {', '.join(item['context_needed'])} = false to "
+                                    f"{item['id']} (session.update_context)")
+
+    def _approve(self, item: dict[str, Any]) -> None:
+        req = item["request"]
+        cmd = [sys.executable, "-m", "aarmor", "approvals", "approve", item["id"], "--token", self._token,
+               "--reason", f"demo: reviewed {req.get('tool')}.{req.get('operation')}"]
+        if self._config is not None:
+            cmd += ["--config", str(self._config)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        label = "escalated DEFER" if item["source"] == "defer_escalation" else "STEP_UP"
+        self.log.append(f"{APPROVER} approved {item['id']} ({label}, {req.get('tool')}.{req.get('operation')}) "
+                        f"with `aarmor approvals approve`: " + (done.stdout.strip() or done.stderr.strip()))
 
 
 def demo(
-    wait: Annotated[float, typer.Option(help="Seconds STEP_UP and DEFER wait before timing out (demo only).")] = 1.0,
+    wait: Annotated[float, typer.Option(help="Longest STEP_UP or DEFER wait before it times out to DENY "
+                                             "(demo only).")] = 30.0,
     config: ConfigOption = None,
 ) -> None:
     """Run a scripted agent session through aarmor and verify every receipt offline."""
@@ -62,24 +104,30 @@ def demo(
     from rich.table import Table
 
     from aarmor import ActionDenied, Guard, Identity, ToolSpec
-    from aarmor.approvals import UnattendedApprovals
     from aarmor.config import load_config
     from aarmor.context import check_chain
-    from aarmor.deferrals import UnresolvedDeferrals
     from aarmor.receipts import load_public_keys, verify_receipts
+    from aarmor.tokens import create_token
 
     out = Console(width=max(110, Console().width))
     cfg = load_config(config, internal_domains=["company.com"])
+    groups = dict(cfg.approvals.groups)
+    for group in ("finance-manager", "security-team"):
+        groups.setdefault(group, (APPROVER,))
+    cfg = dataclasses.replace(
+        cfg, approvals=dataclasses.replace(cfg.approvals, groups=tuple(groups.items()), max_timeout=wait,
+                                           poll_interval=0.05),
+        deferrals=dataclasses.replace(cfg.deferrals, max_timeout=wait, poll_interval=0.05))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        guard = Guard(cfg, approvals=_capped(UnattendedApprovals(), wait),
-                      deferrals=_capped(UnresolvedDeferrals(), wait))
+        guard = Guard(cfg)
     for w in caught:
         out.print(f"[yellow]warning:[/] {w.message}")
     out.print(f"[bold]aarmor demo[/]  data: {cfg.home}  store: {cfg.store}")
     out.print(f"policy: {guard.policy.policy_id} {guard.policy.version} ({guard.policy.hash[:23]}...), "
               f"default posture {guard.policy.default_decision.value}; signing key {guard.keyring.current_key_id}")
-    out.print(f"STEP_UP and DEFER have no approver or resolver configured: they wait {wait:g} s, then DENY.\n")
+    token_rec, token = create_token(guard.store, APPROVER, "approver", now=guard._clock())
+    out.print(f"approver: {APPROVER} (token {token_rec.token_id}, revoked at the end); waits capped at {wait:g} s\n")
 
     ran: list[str] = []
 
@@ -101,7 +149,9 @@ def demo(
     table = Table(title="one agent session, seven tool calls")
     for col in ("#", "call", "decision (rule)", "enforced", "ran", "receipt"):
         table.add_column(col)
-    with guard.session(identity=alice, original_request=REQUEST, tools=tools) as session:
+    with _People(guard, config, token) as people, \
+            guard.session(identity=alice, original_request=REQUEST, tools=tools) as session:
+        people.session = session
         for i, (name, args, why) in enumerate(SCRIPT, 1):
             before = len(ran)
             try:
@@ -117,6 +167,9 @@ def demo(
                           enforced, "yes" if len(ran) > before else "no", receipt.get("receipt_id", "-"))
         sid = session.session_id
     out.print(table)
+    for line in people.log:
+        out.print(f"  [dim]-[/] {line}")
+    guard.store.token_revoke(token_rec.token_id, format_ts(guard._clock()))
     guard.close()
 
     # Offline verification: copy only the receipts and the public keys to an empty directory.
@@ -139,7 +192,7 @@ def demo(
         shutil.rmtree(offline)
     kinds: dict[str, int] = {}
     for r in exported:
-        kinds[r["decision"]["result"]] = kinds.get(r["decision"]["result"], 0) + 1
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
     out.print(f"\nreceipts: {len(exported)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")
     out.print(f"context log: {log_report.entries} entries, hash chain "
               f"{'[red]BROKEN[/]' if log_report.failures else '[green]verified[/]'}")

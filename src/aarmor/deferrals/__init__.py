@@ -1,22 +1,21 @@
-"""DEFER deferrals (AARM 2.6). This issue: the action is suspended and times out to DENY.
+"""DEFER deferrals (AARM 2.6): the request and resolution types.
 
-The durable deferral service (resolvers, re-evaluation, dependency tracking) is the next issue; it will
-implement `DeferralService`. INVARIANT: a timeout never becomes an implicit allow; nothing here returns
-ALLOW without a re-evaluation by the PDP.
+`aarmor.deferrals.service.DeferralDesk` is the durable service. The suspend / gather context /
+re-evaluate loop itself lives in the mediator (it re-runs the PDP); the desk stores the item, collects
+context from resolvers, the CLI, the HTTP API and `Session.update_context`, and wakes the waiter.
+INVARIANT: a timeout never becomes an implicit allow; nothing returns ALLOW without a PDP re-evaluation.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any
 
 from aarmor.model import Action, Decision
 
-__all__ = ["DeferralRequest", "DeferralResolution", "DeferralService", "UnresolvedDeferrals"]
+__all__ = ["DeferralRequest", "DeferralResolution"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +28,12 @@ class DeferralRequest:
     context_needed: tuple[str, ...]
     timeout: float
     deferred_at: datetime
+    #: what a resolver or a human sees (same shape as an approval's `request`)
+    view: Mapping[str, Any] = field(default_factory=dict)
+    #: actions this one waits for (explicit `depends_on` or result handles in its arguments)
+    depends_on: tuple[str, ...] = ()
+    #: how many deferred actions deep this one sits (1 = deferred itself, 2 = waits for a deferred one...)
+    cascade: int = 1
 
     @property
     def timeout_at(self) -> datetime:
@@ -37,49 +42,11 @@ class DeferralRequest:
 
 @dataclass(frozen=True, slots=True)
 class DeferralResolution:
-    #: "ALLOW", "DENY", "STEP_UP" after re-evaluation, or "TIMEOUT"
+    #: "ALLOW", "MODIFY", "DENY", "STEP_UP" after re-evaluation, or "TIMEOUT"
     result: str
     reason: str
+    #: how it ended: "context_supplied", "dependency_resolved", "dependency_failed", "timeout", "shutdown"
     method: str
     resolved_at: datetime
-
-
-class DeferralService(Protocol):
-    def wait(self, request: DeferralRequest) -> DeferralResolution: ...
-
-    async def wait_async(self, request: DeferralRequest) -> DeferralResolution: ...
-
-    def close(self) -> None: ...
-
-
-class UnresolvedDeferrals:
-    """No resolver is configured: every deferral ends in TIMEOUT (DENY) at its deadline."""
-
-    def __init__(self) -> None:
-        self._closing = threading.Event()
-
-    def _resolution(self, request: DeferralRequest, waited: float) -> DeferralResolution:
-        closed = self._closing.is_set()
-        return DeferralResolution(
-            "TIMEOUT",
-            "guard closed while deferred" if closed else
-            f"timeout: context {', '.join(request.context_needed) or 'needed'} not supplied within "
-            f"{request.timeout:g} s",
-            "shutdown" if closed else "timeout",
-            request.deferred_at + timedelta(seconds=waited),
-        )
-
-    def wait(self, request: DeferralRequest) -> DeferralResolution:
-        start = time.monotonic()
-        self._closing.wait(request.timeout)
-        return self._resolution(request, time.monotonic() - start)
-
-    async def wait_async(self, request: DeferralRequest) -> DeferralResolution:
-        start = time.monotonic()
-        deadline = start + request.timeout
-        while not self._closing.is_set() and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, 0.05))
-        return self._resolution(request, time.monotonic() - start)
-
-    def close(self) -> None:
-        self._closing.set()
+    #: who supplied the context that resolved it (resolver name, approver, "session")
+    resolver: str | None = None
