@@ -35,7 +35,7 @@ def make_guard(tmp_path: Path) -> Iterator[Callable[..., object]]:
             overrides.setdefault("policy", str(path))
         overrides.setdefault("store", f"sqlite:///{tmp_path / 'aarmor.db'}")
         overrides.setdefault("keys", str(tmp_path / "keys"))
-        parts = {k: overrides.pop(k) for k in ("scorer", "verifier", "approvals", "deferrals", "clock",
+        parts = {k: overrides.pop(k) for k in ("scorer", "verifier", "clock", "recover",
                                                "policy_reload_interval") if k in overrides}
         with warnings.catch_warnings():
             # the one-time development-key warning is asserted in tests/receipts, not here

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aarmor.approvals import ApprovalService
 from aarmor.approvals.service import ApprovalDesk
 from aarmor.canonical import format_ts
 from aarmor.config import Config, load_config
@@ -128,9 +127,8 @@ class Guard:
     """
 
     def __init__(self, config: Config, *, verifier: IdentityVerifier | None = None,
-                 scorer: AlignmentScorer | None = None, approvals: ApprovalService | None = None,
-                 clock: Callable[[], datetime] = utc_now, policy_reload_interval: float = 2.0,
-                 recover: bool = True) -> None:
+                 scorer: AlignmentScorer | None = None, clock: Callable[[], datetime] = utc_now,
+                 policy_reload_interval: float = 2.0, recover: bool = True) -> None:
         self.config = config
         self._clock = clock
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
@@ -152,11 +150,10 @@ class Guard:
         self.approvals.notifications = self._notifications
         #: DEFER deferrals: resolved through `guard.deferrals.supply`, resolvers or `Session.update_context`
         self.deferrals = DeferralDesk(self.store, config.deferrals, clock=clock)
-        self._approvals: ApprovalService = approvals or self.approvals
         self.mediator = Mediator(
             policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
             verifier=verifier or ClaimedIdentityVerifier(config.identity_mode),
-            scorer=scorer or NeutralScorer(), approvals=self._approvals, deferrals=self.deferrals,
+            scorer=scorer or NeutralScorer(), approvals=self.approvals, deferrals=self.deferrals,
             config=config, clock=clock)
         self._closed = False
         if recover:
@@ -290,7 +287,6 @@ class Guard:
         if self._closed:
             return
         self._closed = True
-        self._approvals.close()
         self.approvals.close()
         self.deferrals.close()
         if self._notifications is not None:

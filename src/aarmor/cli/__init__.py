@@ -34,7 +34,7 @@ def _root(
 
 
 def _wire() -> None:
-    from aarmor.cli import audit, demo, keys, log, policy, receipts
+    from aarmor.cli import audit, demo, keys, log, pending, policy, receipts
 
     app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
     app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
@@ -42,6 +42,8 @@ def _wire() -> None:
     app.add_typer(log.app, name="log", help="Verify the hash-chained context logs.")
     app.add_typer(audit.app, name="audit", help="Forensic reconstruction from receipts.")
     app.command(name="demo")(demo.demo)
+    app.add_typer(pending.approvals_app, name="approvals", help="List, show, approve and deny STEP_UP requests.")
+    app.add_typer(pending.deferrals_app, name="deferrals", help="List, show and resolve deferred actions.")
 
 
 def main() -> None:
