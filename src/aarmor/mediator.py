@@ -22,6 +22,7 @@ import inspect
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ __all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
 #: an argument string holding `aarmor:result:<action_id>` makes the call depend on that action (AARM R4)
 HANDLE_PREFIX = "aarmor:result:"
 _HANDLE = re.compile(re.escape(HANDLE_PREFIX) + r"([A-Za-z0-9_.\-]{1,80})")
+#: seconds between re-evaluations of a deferred action when nothing it depends on has changed
+_REEVALUATE_EVERY = 5.0
 _ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 
 log = logging.getLogger("aarmor.mediator")
@@ -406,6 +409,8 @@ class Mediator:
             "log_seq": call.log_seq, "context_hash": call.context_hash, "parameters_view": call.params_view,
             "parameters_digest": call.params_digest})
         applied: dict[str, Any] = {}
+        last_key: Any = None
+        last_at = 0.0
         resolver: str | None = None
         res: DeferralResolution | None = None
         decision: Decision | None = None
@@ -426,7 +431,13 @@ class Mediator:
                     res = DeferralResolution("DENY", f"dependency {', '.join(failed)} did not execute",
                                              "dependency_failed", now)
                     break
-                if all(st.flights[d].done for d in call.depends_on):
+                # re-evaluate when something it could depend on changed (the session's context, the
+                # policy, a dependency), and at least every few seconds for time-dependent rules
+                key = (st.ctx.head, _safe(lambda: self._policy().hash), tuple(st.flights[d].done
+                                                                               for d in call.depends_on))
+                due = key != last_key or time.monotonic() - last_at >= _REEVALUATE_EVERY
+                if due and all(st.flights[d].done for d in call.depends_on):
+                    last_key, last_at = key, time.monotonic()
                     decision, action, _flag, snapshot = self._decide_with(st, call.action, now)
                     if decision.result is not D.DEFER:  # never re-defer: the loop waits for more instead
                         call.action, call.snapshot = action, snapshot

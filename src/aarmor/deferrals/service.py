@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -79,6 +80,7 @@ class DeferralDesk:
         self._by_session: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._asked: dict[str, float] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def closing(self) -> bool:
@@ -162,10 +164,17 @@ class DeferralDesk:
     def close(self) -> None:
         self._closing.set()
         self._wake.wake_all()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # --- resolvers ------------------------------------------------------------------------------------
     def _ask_resolvers(self, rec: PendingRecord) -> PendingRecord:
-        if not self._resolvers:
+        """Start a round of resolver calls if one is due. They run on worker threads (an HTTP callback may
+        take seconds; the waiting caller, perhaps an event loop, must not), supply what they find through
+        the same path as people do, and wake the waiter."""
+        if not self._resolvers or self._closing.is_set():
             return rec
         now_m = time.monotonic()
         with self._lock:
@@ -173,6 +182,16 @@ class DeferralDesk:
             if last is not None and now_m - last < RESOLVER_INTERVAL:
                 return rec
             self._asked[rec.item_id] = now_m
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aarmor-resolver")
+            pool = self._pool
+        try:
+            pool.submit(self._resolve_round, rec)
+        except RuntimeError:  # the pool is shutting down (guard closing)
+            pass
+        return rec
+
+    def _resolve_round(self, rec: PendingRecord) -> None:
         view = deferral_view(rec)
         for name, fn in self._resolvers:
             attempt: dict[str, Any] = {"resolver": name, "at": format_ts(self._clock())}
@@ -183,13 +202,13 @@ class DeferralDesk:
                 if fields:
                     rec = self._add_fields(rec.item_id, fields, by=name, channel="resolver", attempt=attempt)
                     continue
-            except Refused as exc:
+            except Refused as exc:  # e.g. resolved meanwhile, or a field it does not need
                 attempt["error"] = f"refused: {exc}"
             except Exception as exc:  # a failing resolver is recorded; the deferral keeps waiting
                 attempt["error"] = f"{type(exc).__name__}: {exc}"
                 log.warning("deferral resolver %s failed for %s: %s", name, rec.item_id, exc)
             rec = self._record_attempt(rec.item_id, attempt) or rec
-        return rec
+        self._wake.wake(rec.item_id)
 
     def _record_attempt(self, item_id: str, attempt: dict[str, Any]) -> PendingRecord | None:
         for _ in range(5):
