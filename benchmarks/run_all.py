@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_approval
 import bench_invoke
 import bench_pdp
 from _timing import HEADER
@@ -37,7 +38,8 @@ def machine() -> str:
 
 def main() -> None:
     print(f"Machine: {machine()}\n")
-    for title, bench in (("PDP", bench_pdp), ("Full mediated call", bench_invoke)):
+    for title, bench in (("PDP", bench_pdp), ("Full mediated call", bench_invoke),
+                         ("Approval round trip", bench_approval)):
         print(f"### {title}\n\n{HEADER}")
         for r in bench.run():
             print(r.row())
