@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -91,7 +92,8 @@ def _print_items(items: list[dict[str, Any]], as_json: bool, title: str) -> None
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("id", "status", "action", "why", "deadline", "who"):
+    table.add_column("id", no_wrap=True)
+    for col in ("status", "action", "why", "deadline", "who"):
         table.add_column(col, overflow="fold")
     for it in items:
         req = it.get("request", {})
@@ -100,7 +102,7 @@ def _print_items(items: list[dict[str, Any]], as_json: bool, title: str) -> None
             it.get("context_needed", [])) or ", ".join(it.get("depends_on", []))
         why = req.get("reason") if it["kind"] == "approval" else it.get("reason")
         table.add_row(it["id"], it["status"], action, str(why), it["deadline"], who)
-    Console().print(table)
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
     if not items:
         typer.echo("(none)")
 
