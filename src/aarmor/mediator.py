@@ -47,6 +47,8 @@ __all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
 #: an argument string holding `aarmor:result:<action_id>` makes the call depend on that action (AARM R4)
 HANDLE_PREFIX = "aarmor:result:"
 _HANDLE = re.compile(re.escape(HANDLE_PREFIX) + r"([A-Za-z0-9_.\-]{1,80})")
+#: finished actions a session remembers for `depends_on` (older ones are forgotten: depending on them is DENY)
+_MAX_FLIGHTS = 10_000
 #: seconds between re-evaluations of a deferred action when nothing it depends on has changed
 _REEVALUATE_EVERY = 5.0
 _ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
@@ -549,10 +551,14 @@ class Mediator:
 
     def _landed(self, call: _Call, *, executed: bool) -> None:
         """Tell dependents this action is finished (and whether it ran), then let them look."""
-        flight = call.st.flights.get(call.action.action_id)
+        flights = call.st.flights
+        flight = flights.get(call.action.action_id)
         if flight is not None:
             flight.done, flight.executed = True, executed
             self._deferrals.wake_session(call.st.session_id)
+        if len(flights) > _MAX_FLIGHTS:  # bounded memory: forget the oldest finished actions
+            for old in [k for k, f in list(flights.items()) if f.done][: len(flights) - _MAX_FLIGHTS // 2]:
+                flights.pop(old, None)
 
     # --- recovery: items whose waiting caller died --------------------------------------------------
     def close_abandoned(self, st: SessionState, rec: PendingRecord) -> str | None:
