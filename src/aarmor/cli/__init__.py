@@ -34,7 +34,7 @@ def _root(
 
 
 def _wire() -> None:
-    from aarmor.cli import audit, demo, keys, log, pending, policy, receipts
+    from aarmor.cli import audit, demo, keys, log, pending, policy, receipts, serve, tokens
 
     app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
     app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
@@ -44,6 +44,8 @@ def _wire() -> None:
     app.command(name="demo")(demo.demo)
     app.add_typer(pending.approvals_app, name="approvals", help="List, show, approve and deny STEP_UP requests.")
     app.add_typer(pending.deferrals_app, name="deferrals", help="List, show and resolve deferred actions.")
+    app.add_typer(tokens.app, name="tokens", help="Create, list and revoke API tokens.")
+    app.command(name="serve")(serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,330 @@
+"""The JSON API under `/v1` (docs/http-api.md): sessions, mediation, approvals, deferrals, receipts.
+
+Rules:
+- Each handler authenticates first (`require`), then validates its body, then calls the guard, the
+  session registry, the action runner or a desk; store and desk calls run in the thread pool, never on
+  the event loop.
+- Roles: agent (sessions, evaluate, actions, context, deferral resolve), approver (approvals, deferrals,
+  receipts), admin (everything). An approver's decision is recorded under the token's name, channel "api".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from aarmor.server.actions import TERMINAL, ActionHandle, Outcome
+from aarmor.server.desks import approvals, deferrals
+from aarmor.server.http import ApiError, dumps_line, json_response, read_body, read_model, require
+from aarmor.server.models import ActionIn, ContextIn, DecideIn, EvaluateIn, OutcomeIn, SessionIn, SupplyIn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.server.app import ServerState
+
+__all__ = ["APPROVAL_STATUSES", "DEFERRAL_STATUSES", "routes"]
+
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "consumed", "abandoned", "all")
+DEFERRAL_STATUSES = ("pending", "resolved", "expired", "abandoned", "all")
+#: how long a new action may take to reach a decision before POST answers 202 `evaluating`
+DECISION_WAIT = 10.0
+POLL = 0.1
+
+
+def _state(request: Request) -> ServerState:
+    st: ServerState = request.app.state.aarmor
+    return st
+
+
+def _limit(request: Request) -> int:
+    limits = _state(request).guard.config.limits
+    return limits.max_argument_bytes + 4 * limits.max_request_chars + 65536
+
+
+def _param(request: Request, name: str) -> str:
+    return str(request.path_params[name])
+
+
+# --- sessions -------------------------------------------------------------------------------------------
+async def create_session(request: Request) -> Response:
+    tok = await require(request, "agent")
+    body = await read_model(request, SessionIn, limit=_limit(request))
+    session = await run_in_threadpool(_state(request).sessions.create, tok, body)
+    return json_response({"session_id": session.session_id}, 201)
+
+
+async def evaluate(request: Request) -> Response:
+    tok = await require(request, "agent")
+    body = await read_model(request, EvaluateIn, limit=_limit(request))
+    st = _state(request)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    decision = await run_in_threadpool(session.evaluate, body.tool, body.arguments, operation=body.operation)
+    return json_response(decision.to_json())
+
+
+async def update_context(request: Request) -> Response:
+    tok = await require(request, "agent")
+    body = await read_model(request, ContextIn, limit=_limit(request))
+    st = _state(request)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    await run_in_threadpool(lambda: session.update_context(**body.fields))
+    return json_response({"session_id": session.session_id, "updated": sorted(body.fields)})
+
+
+async def close_session(request: Request) -> Response:
+    tok = await require(request, "agent")
+    await run_in_threadpool(_state(request).sessions.close, _param(request, "sid"), tok)
+    return json_response({"session_id": _param(request, "sid"), "closed": True})
+
+
+# --- mediation ------------------------------------------------------------------------------------------
+async def _settle(st: ServerState, h: ActionHandle, wait: float) -> dict[str, Any]:
+    """The action's view once it has a decision, long-polling up to `wait` s for a terminal status."""
+    start = time.monotonic()
+    while True:
+        view = await run_in_threadpool(st.actions.view, h)
+        waited = time.monotonic() - start
+        if view["status"] in TERMINAL:
+            return view
+        if view["status"] != "evaluating" and waited >= wait:
+            return view
+        if waited >= max(wait, DECISION_WAIT):
+            return view
+        await asyncio.sleep(POLL)
+
+
+async def start_action(request: Request) -> Response:
+    tok = await require(request, "agent")
+    body = await read_model(request, ActionIn, limit=_limit(request))
+    st = _state(request)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    h = st.actions.start(session, tok, body.tool, body.arguments, body.operation, tuple(body.depends_on))
+    view = await _settle(st, h, body.wait)
+    return json_response(view, 200 if view["status"] in TERMINAL else 202,
+                         {"Location": f"/v1/actions/{h.action_id}"})
+
+
+async def get_action(request: Request) -> Response:
+    tok = await require(request, "agent")
+    st = _state(request)
+    h = st.actions.get(_param(request, "aid"), tok)
+    wait = _float_query(request, "wait", 0.0, 60.0)
+    view = await _settle(st, h, wait) if wait > 0 else await run_in_threadpool(st.actions.view, h)
+    return json_response(view)
+
+
+async def report_outcome(request: Request) -> Response:
+    tok = await require(request, "agent")
+    body = await read_model(request, OutcomeIn, limit=_limit(request))
+    st = _state(request)
+    h = st.actions.get(_param(request, "aid"), tok)
+    st.actions.report(h, Outcome(body.success, body.output, body.error))
+    await run_in_threadpool(st.actions.wait_finished, h, 10.0)
+    return json_response(await run_in_threadpool(st.actions.view, h))
+
+
+# --- approvals and deferrals ----------------------------------------------------------------------------
+def _status_query(request: Request, allowed: tuple[str, ...]) -> str | None:
+    status = request.query_params.get("status", "pending")
+    if status not in allowed:
+        raise ApiError(422, "invalid", f"status `{status}` is not one of {', '.join(allowed)}")
+    return None if status == "all" else status
+
+
+def _float_query(request: Request, name: str, default: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ApiError(422, "invalid", f"`{name}` must be a number, found `{raw}`") from exc
+    if not 0 <= value <= high:
+        raise ApiError(422, "invalid", f"`{name}` must be between 0 and {high:g}")
+    return value
+
+
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(422, "invalid", f"`{name}` must be an integer, found `{raw}`") from exc
+    if not low <= value <= high:
+        raise ApiError(422, "invalid", f"`{name}` must be between {low} and {high}")
+    return value
+
+
+async def list_approvals(request: Request) -> Response:
+    await require(request, "approver")
+    status = _status_query(request, APPROVAL_STATUSES)
+    sid = request.query_params.get("session_id")
+    items = await run_in_threadpool(lambda: approvals(_state(request).guard).list(status=status, session_id=sid))
+    return json_response({"approvals": items})
+
+
+async def get_approval(request: Request) -> Response:
+    await require(request, "approver")
+    item = await run_in_threadpool(approvals(_state(request).guard).get, _param(request, "id"))
+    return json_response(item)
+
+
+async def _decide(request: Request, granted: bool) -> Response:
+    tok = await require(request, "approver")
+    body = await read_model(request, DecideIn, limit=16384)
+    desk = approvals(_state(request).guard)
+    item = await run_in_threadpool(lambda: desk.decide(_param(request, "id"), approver=tok.name, granted=granted,
+                                                       reason=body.reason, channel="api"))
+    return json_response(item)
+
+
+async def approve(request: Request) -> Response:
+    return await _decide(request, True)
+
+
+async def deny(request: Request) -> Response:
+    return await _decide(request, False)
+
+
+async def _deferral_visible(st: ServerState, tok: Any, item: dict[str, Any]) -> None:
+    if tok.role == "agent":
+        owner = await run_in_threadpool(st.sessions.owner, str(item.get("session_id")))
+        if owner != tok.name:
+            raise ApiError(403, "not_owner", f"deferral `{item.get('id')}` is in another principal's session")
+
+
+async def list_deferrals(request: Request) -> Response:
+    tok = await require(request, "approver", "agent")
+    status = _status_query(request, DEFERRAL_STATUSES)
+    sid = request.query_params.get("session_id")
+    st = _state(request)
+    items = await run_in_threadpool(lambda: deferrals(st.guard).list(status=status, session_id=sid))
+    if tok.role == "agent":
+        owners = {s: await run_in_threadpool(st.sessions.owner, s) for s in {str(i.get("session_id")) for i in items}}
+        items = [i for i in items if owners.get(str(i.get("session_id"))) == tok.name]
+    return json_response({"deferrals": items})
+
+
+async def get_deferral(request: Request) -> Response:
+    tok = await require(request, "approver", "agent")
+    st = _state(request)
+    item = await run_in_threadpool(deferrals(st.guard).get, _param(request, "id"))
+    await _deferral_visible(st, tok, item)
+    return json_response(item)
+
+
+async def resolve_deferral(request: Request) -> Response:
+    tok = await require(request, "approver", "agent")
+    body = await read_model(request, SupplyIn, limit=_limit(request))
+    st = _state(request)
+    desk = deferrals(st.guard)
+    item = await run_in_threadpool(desk.get, _param(request, "id"))
+    await _deferral_visible(st, tok, item)
+    item = await run_in_threadpool(lambda: desk.supply(_param(request, "id"), body.fields, by=tok.name,
+                                                       channel="api"))
+    return json_response(item)
+
+
+# --- receipts -------------------------------------------------------------------------------------------
+async def list_receipts(request: Request) -> Response:
+    await require(request, "approver")
+    sid = request.query_params.get("session_id")
+    offset = _int_query(request, "offset", 0, 0, 10**9)
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "jsonl"):
+        raise ApiError(422, "invalid", f"format `{fmt}` is not one of json, jsonl")
+    store = _state(request).guard.store
+
+    def page() -> list[dict[str, Any]]:
+        return [r.body for r in itertools.islice(store.read_receipts(sid), offset, offset + limit + 1)]
+
+    bodies = await run_in_threadpool(page)
+    more = len(bodies) > limit
+    bodies = bodies[:limit]
+    if fmt == "jsonl":
+        headers = {"X-Next-Offset": str(offset + limit)} if more else {}
+        return PlainTextResponse("".join(dumps_line(b) + "\n" for b in bodies), media_type="application/x-ndjson",
+                                 headers=headers)
+    return json_response({"receipts": bodies, "next_offset": offset + limit if more else None})
+
+
+async def get_receipt(request: Request) -> Response:
+    await require(request, "approver")
+    rec = await run_in_threadpool(_state(request).guard.store.get_receipt, _param(request, "id"))
+    if rec is None:
+        raise ApiError(404, "not_found", f"no receipt `{_param(request, 'id')}`")
+    return json_response(rec.body)
+
+
+async def verify_receipts(request: Request) -> Response:
+    await require(request, "approver")
+    raw = await read_body(request, 64 * 1024 * 1024)
+    if not raw.strip():
+        raise ApiError(400, "empty", "the body must hold receipts as JSON lines (`aarmor receipts export`)")
+    st = _state(request)
+    report = await run_in_threadpool(_verify_lines, raw, st.guard.keyring.public_keys())
+    return json_response(report)
+
+
+def _verify_lines(raw: bytes, keys: Any) -> dict[str, Any]:
+    """`aarmor receipts verify` over a request body: one failure per unreadable line, then every receipt."""
+    from aarmor.canonical import loads_strict
+    from aarmor.errors import InputError
+    from aarmor.receipts import ReceiptFailure, verify_receipts
+    from aarmor.receipts.verify import MALFORMED
+
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"receipts must be UTF-8 JSON lines: {exc}") from exc
+    bodies: list[Any] = []
+    bad: list[ReceiptFailure] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            bodies.append(loads_strict(line))
+        except (InputError, RecursionError) as exc:
+            bad.append(ReceiptFailure(None, None, None, f"line {n}: {exc}", MALFORMED))
+    report = verify_receipts(bodies, keys)
+    report.failures[:0] = bad
+    report.checked += len(bad)
+    return report.to_json()
+
+
+async def public_keys(request: Request) -> Response:
+    await require(request, "agent", "approver")
+    text = await run_in_threadpool(_state(request).guard.keyring.export_public, "jwks")
+    return Response(text, media_type="application/json")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/sessions", create_session, methods=["POST"]),
+        Route("/v1/sessions/{sid}/evaluate", evaluate, methods=["POST"]),
+        Route("/v1/sessions/{sid}/actions", start_action, methods=["POST"]),
+        Route("/v1/sessions/{sid}/context", update_context, methods=["POST"]),
+        Route("/v1/sessions/{sid}/close", close_session, methods=["POST"]),
+        Route("/v1/actions/{aid}", get_action, methods=["GET"]),
+        Route("/v1/actions/{aid}/outcome", report_outcome, methods=["POST"]),
+        Route("/v1/approvals", list_approvals, methods=["GET"]),
+        Route("/v1/approvals/{id}", get_approval, methods=["GET"]),
+        Route("/v1/approvals/{id}/approve", approve, methods=["POST"]),
+        Route("/v1/approvals/{id}/deny", deny, methods=["POST"]),
+        Route("/v1/deferrals", list_deferrals, methods=["GET"]),
+        Route("/v1/deferrals/{id}", get_deferral, methods=["GET"]),
+        Route("/v1/deferrals/{id}/resolve", resolve_deferral, methods=["POST"]),
+        Route("/v1/receipts", list_receipts, methods=["GET"]),
+        Route("/v1/receipts/verify", verify_receipts, methods=["POST"]),
+        Route("/v1/receipts/{id}", get_receipt, methods=["GET"]),
+        Route("/v1/keys", public_keys, methods=["GET"]),
+    ]
