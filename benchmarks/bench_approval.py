@@ -3,8 +3,13 @@
 A STEP_UP call blocks in `session.invoke`; the approval request is stored and handed to the notification
 channel; an approver thread takes it from that channel at once and approves it through the desk (what the
 CLI, the HTTP API and the page call); the waiting caller wakes, consumes the grant, executes and writes the
-receipt. Measured per call from `invoke` to its return. Baseline in the same run: the same call under an
-ALLOW rule (no approval), so the difference is the cost of the approval machinery.
+receipt. Measured per call from `invoke` to its return, twice: the approver calling the desk in-process,
+and the approver calling the HTTP API of a real `aarmor serve` app (uvicorn on loopback) with its bearer
+token, as a webhook-driven SOAR would. Baseline in the same run: the same call under an ALLOW rule (no
+approval), so the difference is the cost of the approval machinery.
+
+The approver is a thread of the measured process, so its work competes with the caller's for the GIL;
+an approver in another process (the usual case) does not.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import queue
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,24 @@ class _Channel:
         pass
 
 
+def _serve(guard: Guard) -> tuple[str, Any]:
+    import socket
+
+    import uvicorn
+
+    from aarmor.server import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(guard), host="127.0.0.1", port=port, log_level="warning",
+                                           ws="none", http="h11"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}", server
+
+
 def run(n: int = 500) -> list[Result]:
     tmp = Path(tempfile.mkdtemp(prefix="aarmor-bench-approval-"))
     (tmp / "policy.yaml").write_text(POLICY)
@@ -56,17 +80,28 @@ def run(n: int = 500) -> list[Result]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         guard = Guard(cfg)
+    import httpx
+
+    from aarmor.tokens import create_token
+
     channel = _Channel()
     guard.approvals.notifications = channel
     stop = threading.Event()
+    url, server = _serve(guard)
+    _, secret = create_token(guard.store, "carol", "approver", now=guard._clock())
+    via = {"http": False}
 
     def approver() -> None:
-        while not stop.is_set():
-            try:
-                item = channel.requests.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            guard.approvals.decide(item, approver="carol", granted=True, reason="ok", channel="bench")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}) as client:
+            while not stop.is_set():
+                try:
+                    item = channel.requests.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if via["http"]:
+                    client.post(f"/v1/approvals/{item}/approve", json={"reason": "ok"}).raise_for_status()
+                else:
+                    guard.approvals.decide(item, approver="carol", granted=True, reason="ok", channel="bench")
 
     t = threading.Thread(target=approver, daemon=True)
     t.start()
@@ -74,11 +109,16 @@ def run(n: int = 500) -> list[Result]:
     with guard.session(identity=Identity(human="alice@company.com", service="agent")) as s:
         results.append(measure("baseline: session.invoke ALLOW (no approval), synchronous=full",
                                lambda: s.invoke("payment.refund", {"amount": 5}, lambda a: "ok"), n=n, warmup=20))
-        results.append(measure("STEP_UP round trip: request, notify, approve, execute, receipt",
+        results.append(measure("STEP_UP round trip, approver calls the desk in-process",
+                               lambda: s.invoke("payment.transfer", {"amount": 5}, lambda a: "ok"), n=n,
+                               warmup=20))
+        via["http"] = True
+        results.append(measure("STEP_UP round trip, approver calls the HTTP API (uvicorn, loopback)",
                                lambda: s.invoke("payment.transfer", {"amount": 5}, lambda a: "ok"), n=n,
                                warmup=20))
     stop.set()
     t.join()
+    server.should_exit = True
     guard.close()
     return results
 
