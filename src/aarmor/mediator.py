@@ -10,6 +10,10 @@ Rules this module enforces:
   records the error class whenever the store can still take it. There is no switch that changes this.
 - The "requested" entry commits before execution; the outcome entry and the receipt commit together after.
 - STEP_UP and DEFER never execute before resolution; a timeout is DENY, never allow (AARM R4).
+- A DEFER ends only by a PDP re-evaluation of the original action (original identity) with the new
+  context: ALLOW, MODIFY, DENY, or STEP_UP sent to the approvers as an escalated DEFER (AARM 2.6).
+- A call whose dependency (`depends_on`, result handle) is still open is deferred too, one whose
+  dependency did not run is denied, and deferral chains deeper than `max_cascade` are denied.
 - The identity captured at submission is re-verified before a waited-for action runs (AARM 2.5).
 - The sync and async paths share every phase; only waiting and calling the tool differ.
 The mediator never parses YAML, never speaks a protocol, and never decides: the PDP does.
