@@ -28,11 +28,14 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DeferralsConfig",
+    "GatewayConfig",
+    "GatewayTokenConfig",
     "NotifierConfig",
     "RedactionConfig",
     "ResolverConfig",
     "ServerConfig",
     "ToolConfig",
+    "UpstreamConfig",
     "default_home",
     "load_config",
 ]
@@ -145,6 +148,52 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One MCP server behind the gateway: a stdio subprocess (`command`) or a Streamable HTTP `url`."""
+
+    name: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    url: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    #: stdio only: `never`, `on-failure` (exit status != 0 or a signal) or `always`
+    restart: Literal["never", "on-failure", "always"] = "on-failure"
+    max_restarts: int = 5
+    #: seconds the upstream may take to answer `initialize`
+    startup_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTokenConfig:
+    """A static bearer token of the gateway's HTTP front: its SHA-256 (hex) and the identity it stands for."""
+
+    sha256: str
+    identity: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """`aarmor gateway` (docs/mcp-gateway.md)."""
+
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    #: `stdio`, or `http://HOST:PORT/PATH` for Streamable HTTP
+    listen: str = "stdio"
+    #: the identity of the gateway's caller on stdio (and on HTTP when no token or header says otherwise)
+    principal: tuple[tuple[str, Any], ...] = ()
+    tokens: tuple[GatewayTokenConfig, ...] = ()
+    #: identity level -> HTTP header carrying it (trust these only behind a proxy that sets them)
+    identity_headers: tuple[tuple[str, str], ...] = ()
+    #: prefix for a tool, prompt or resource-template name two upstreams both offer: `<upstream><sep><name>`
+    namespace_separator: str = "__"
+    #: leave tools the policy denies whatever their arguments out of `tools/list`
+    hide_denied_tools: bool = False
+    #: seconds between progress notifications while a call waits for an approval or context
+    progress_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: Path
     store: str
@@ -160,6 +209,7 @@ class Config:
     approvals: ApprovalsConfig = ApprovalsConfig()
     deferrals: DeferralsConfig = DeferralsConfig()
     server: ServerConfig = ServerConfig()
+    gateway: GatewayConfig = GatewayConfig()
     limits: Limits = field(default_factory=Limits)
     source: str | None = None
 
@@ -233,6 +283,42 @@ class _Server(_Strict):
     public_url: str | None = Field(None, pattern=r"^https?://")
 
 
+class _Principal(_Strict):
+    human: str | None = None
+    service: str | None = None
+    agent: str | None = None
+    roles: list[str] = Field(default_factory=list)
+    scopes: list[str] = Field(default_factory=list)
+
+
+class _Upstream(_Strict):
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = Field(None, pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    restart: Literal["never", "on-failure", "always"] = "on-failure"
+    max_restarts: int = Field(5, ge=0, le=1000)
+    startup_timeout: float = Field(30.0, gt=0, le=600)
+
+
+class _GatewayToken(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    identity: _Principal
+
+
+class _Gateway(_Strict):
+    upstreams: dict[str, _Upstream] = Field(default_factory=dict)
+    listen: str = Field("stdio", pattern=r"^(stdio|https?://[^/\s]+(/\S*)?)$")
+    principal: _Principal = _Principal()
+    tokens: list[_GatewayToken] = Field(default_factory=list)
+    identity_headers: dict[Literal["human", "service", "agent"], str] = Field(default_factory=dict)
+    namespace_separator: str = Field("__", pattern=r"^[A-Za-z0-9_.:/-]{1,4}$")
+    hide_denied_tools: bool = False
+    progress_interval: float = Field(5.0, gt=0, le=300)
+
+
 _LimitsModel = type(
     "_Limits", (_Strict,),
     {"__annotations__": {f.name: int | None for f in fields(Limits)}} | {f.name: None for f in fields(Limits)},
@@ -253,6 +339,7 @@ class _File(_Strict):
     approvals: _Approvals = _Approvals()
     deferrals: _Deferrals = _Deferrals()
     server: _Server = _Server()
+    gateway: _Gateway = _Gateway()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -308,7 +395,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
     return f"configuration {where}: " + "; ".join(parts)
 
 
-_OVERRIDES = {"home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
+_OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
               "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server"}
 
@@ -363,12 +450,41 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         approvals=_approvals(f.approvals, overrides),
         deferrals=_deferrals(f.deferrals, overrides),
         server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url),
+        gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
         source=str(file) if file else None,
     )
     if cfg.identity_mode not in ("enforce", "flag"):
         raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
     return cfg
+
+
+def _principal(p: _Principal) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in p.model_dump().items() if v)
+
+
+def _gateway(g: _Gateway, base: Path) -> GatewayConfig:
+    ups = []
+    for name, u in g.upstreams.items():
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ConfigError(f"configuration: gateway upstream name `{name}` must be letters, digits, `_` or `-`")
+        if (u.command is None) == (u.url is None):
+            raise ConfigError(f"configuration: gateway upstream `{name}` needs exactly one of `command` "
+                              "(a stdio server) or `url` (a Streamable HTTP server)")
+        if u.url is not None and (u.args or u.env or u.cwd):
+            raise ConfigError(f"configuration: gateway upstream `{name}`: `args`, `env` and `cwd` apply only "
+                              "to a `command`")
+        if u.command is not None and u.headers:
+            raise ConfigError(f"configuration: gateway upstream `{name}`: `headers` apply only to a `url`")
+        ups.append(UpstreamConfig(
+            name=name, command=u.command, args=tuple(u.args), env=tuple(u.env.items()),
+            cwd=str(base / u.cwd) if u.cwd else None, url=u.url, headers=tuple(u.headers.items()),
+            restart=u.restart, max_restarts=u.max_restarts, startup_timeout=u.startup_timeout))
+    return GatewayConfig(
+        upstreams=tuple(ups), listen=g.listen, principal=_principal(g.principal),
+        tokens=tuple(GatewayTokenConfig(t.sha256, _principal(t.identity)) for t in g.tokens),
+        identity_headers=tuple(g.identity_headers.items()), namespace_separator=g.namespace_separator,
+        hide_denied_tools=g.hide_denied_tools, progress_interval=g.progress_interval)
 
 
 def _approvals(a: _Approvals, overrides: dict[str, Any]) -> ApprovalsConfig:

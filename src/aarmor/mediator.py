@@ -21,6 +21,8 @@ The mediator never parses YAML, never speaks a protocol, and never decides: the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -159,7 +161,13 @@ class Mediator:
                       depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
         call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
         if call.final.result in (D.STEP_UP, D.DEFER):
-            await self._wait_async(call)
+            try:
+                await self._wait_async(call)
+            except asyncio.CancelledError:  # the caller gave up while it waited: a DENY, recorded
+                self._fail(call, RuntimeError("cancelled by the caller while waiting"))
+                with contextlib.suppress(ActionDenied):
+                    self._finish(call)
+                raise
         if call.run_params is not None:
             self._mark_started(call)
             try:
@@ -179,6 +187,9 @@ class Mediator:
             raise InputError(f"action_id `{action_id!r}` must be 1-80 characters of letters, digits, `_.-`")
         if action_id is not None and action_id in st.flights:
             raise InputError(f"action_id `{action_id}` was already used in session `{st.session_id}`")
+        if operation is None and self._cfg.tools and isinstance(tool, str):
+            declared = self._cfg.tools.get(normalize_name(tool))  # `tools: {name: {operation: ...}}`
+            operation = declared.operation if declared is not None else None
         return normalize_action(tool, arguments, operation=operation, identity=st.identity,
                                 session_id=st.session_id, now=now, action_id=action_id, limits=self._cfg.limits)
 

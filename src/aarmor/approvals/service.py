@@ -18,6 +18,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import threading
@@ -111,6 +112,7 @@ class ApprovalDesk:
 
     async def wait_async(self, req: ApprovalRequest) -> ApprovalResult:
         ev = self._wake.register(req.request_id)
+        rec: PendingRecord | None = None
         try:
             rec = self.submit(req)
             while True:
@@ -119,6 +121,12 @@ class ApprovalDesk:
                     return result
                 now = self._clock()
                 await self._wake.wait_async(ev, sleep_for(self._next_wake(rec), now, self._cfg.poll_interval))
+        except asyncio.CancelledError:
+            # the caller gave up (an MCP client cancelled the call): nobody waits, so nobody may approve
+            if rec is not None:
+                self._store.pending_update(rec.item_id, rec.version, status=EXPIRED, outcome={
+                    "reason": "cancelled by the caller while waiting", "ended_at": format_ts(self._clock())})
+            raise
         finally:
             self._wake.unregister(req.request_id)
 

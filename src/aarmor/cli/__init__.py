@@ -34,7 +34,7 @@ def _root(
 
 
 def _wire() -> None:
-    from aarmor.cli import audit, demo, keys, log, pending, policy, receipts, serve, tokens
+    from aarmor.cli import audit, demo, gateway, keys, log, pending, policy, receipts, serve, tokens
 
     app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
     app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
@@ -46,6 +46,7 @@ def _wire() -> None:
     app.add_typer(pending.deferrals_app, name="deferrals", help="List, show and resolve deferred actions.")
     app.add_typer(tokens.app, name="tokens", help="Create, list and revoke API tokens.")
     app.command(name="serve")(serve.serve)
+    app.command(name="gateway")(gateway.gateway)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aarmor.canonical import TAG_POLICY, digest
 from aarmor.errors import InputError, PolicyError
-from aarmor.model import DecisionResult, FrozenMap
+from aarmor.model import Classification, DecisionResult, FrozenMap
 from aarmor.normalize import normalize_name
 from aarmor.policy.conditions import FALSE, UNKNOWN
 from aarmor.policy.facts import Facts
@@ -193,6 +193,13 @@ class PolicySet:
         if len(self._cache) < _CACHE_MAX:
             self._cache[key] = out
         return out
+
+
+    def forbids_outright(self, tool: str, op: str = "") -> bool:
+        """True when an unconditional FORBIDDEN rule covers (tool, op): no argument or context can make
+        the call anything but DENY (AARM 2.4 step 1 comes before every override). Used to hide tools."""
+        return any(r.spec.classification is Classification.FORBIDDEN and not r.spec.conditions
+                   and not r.spec.constraints and r.spec.when is None for r in self.candidates(tool, op))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,89 @@
+"""JSON-RPC 2.0 envelopes as plain dicts: the gateway parses only what it must inspect.
+
+Messages stay `dict`s end to end (no model per message): a request is routed by its `method`, a response
+by its `id`, and everything else is passed on as it came.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "PARSE_ERROR",
+    "UPSTREAM_UNAVAILABLE", "Message", "RemoteError", "dumps", "error", "is_notification", "is_request",
+    "is_response", "loads", "obj", "result",
+]
+
+Message = dict[str, Any]
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+#: implementation-defined range (-32000..-32019): an upstream server is not running or went away
+UPSTREAM_UNAVAILABLE = -32003
+
+
+class RemoteError(Exception):
+    """A JSON-RPC error answer (from an upstream, or one the gateway gives)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+    def to_error(self) -> dict[str, Any]:
+        e: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            e["data"] = self.data
+        return e
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (for optional `params`, `_meta`, `ref`...)."""
+    return value if isinstance(value, dict) else {}
+
+
+def is_request(m: Message) -> bool:
+    return "method" in m and "id" in m
+
+
+def is_notification(m: Message) -> bool:
+    return "method" in m and "id" not in m
+
+
+def is_response(m: Message) -> bool:
+    return "method" not in m and "id" in m and ("result" in m or "error" in m)
+
+
+def result(rid: Any, value: dict[str, Any]) -> Message:
+    return {"jsonrpc": "2.0", "id": rid, "result": value}
+
+
+def error(rid: Any, code: int, message: str, data: Any = None) -> Message:
+    return {"jsonrpc": "2.0", "id": rid, "error": RemoteError(code, message, data).to_error()}
+
+
+def loads(raw: bytes | str) -> Message:
+    """One message off the wire.
+
+    Raises:
+        RemoteError: not JSON (PARSE_ERROR) or not a JSON-RPC 2.0 object (INVALID_REQUEST); JSON-RPC batches
+            were removed from MCP in 2025-06-18 and are refused too.
+    """
+    try:
+        m = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteError(PARSE_ERROR, f"parse error: {exc}") from None
+    if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
+        raise RemoteError(INVALID_REQUEST, "invalid request: expected one JSON-RPC 2.0 object")
+    if "method" in m and not isinstance(m["method"], str):
+        raise RemoteError(INVALID_REQUEST, "invalid request: `method` must be a string")
+    if ("id" in m and not (m["id"] is None or isinstance(m["id"], (str, int)))) or isinstance(m.get("id"), bool):
+        raise RemoteError(INVALID_REQUEST, "invalid request: `id` must be a string or an integer")
+    return m
+
+
+def dumps(m: Message) -> bytes:
+    return json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
