@@ -12,7 +12,8 @@ from tests.context.helpers import CATALOGUE, T0, at, make_action, request, start
 def test_signals_of_a_fresh_session_are_populated(store: Store, classifier: Classifier) -> None:
     sig = start(store, classifier).snapshot(T0).risk_signals
     assert dict(sig) == {"classification_escalation": False, "max_classification_level": -1,
-                         "sensitive_read": False, "chain_length": 0, "velocity": 0}
+                         "sensitive_read": False, "chain_length": 0, "velocity": 0,
+                         "injection_suspected": False, "injection_indicators": (), "injection_sources": ()}
 
 
 def test_sensitive_read_escalates_classification(store: Store, classifier: Classifier) -> None:

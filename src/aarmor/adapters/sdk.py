@@ -118,6 +118,23 @@ class Session:
         self._state.ctx.set_value(name, value, source=source, now=self._guard._clock())
         self._guard.deferrals.wake_session(self._state.session_id)
 
+    def report_signal(self, name: str, value: Any, *, detail: Any = None) -> None:
+        """Set `risk_signals.<name>` for later decisions (latest value wins; None clears it), logged as a
+        `signal` entry so a receipt's context hash covers it; this session's deferrals re-evaluate at once.
+        Doors use it for what only they can see, e.g. the MCP gateway's `tool_definition_changed`.
+
+        Raises:
+            InputError: `name` is not a lower-case identifier or is a derived signal (`injection_suspected`,
+                `chain_length`, ...); `value` is not a JSON scalar or a list of strings; `detail` is not JSON.
+            LimitExceeded: the signal exceeds `max_argument_bytes`.
+            RuntimeError: the session is closed.
+        """
+        with self._state.lock:
+            if self._state.closed:
+                raise RuntimeError(f"session `{self._state.session_id}` already closed")
+        self._state.ctx.record_signal(name, value, detail=detail, now=self._guard._clock())
+        self._guard.deferrals.wake_session(self._state.session_id)
+
     def close(self) -> None:
         """End the session (logged). Later calls raise RuntimeError."""
         with self._state.lock:

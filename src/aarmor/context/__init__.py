@@ -4,12 +4,13 @@ Public API:
 
 - `SessionContext.start(store, session_id=..., identity=..., original_request=..., now=..., classifier=...)`
   and `SessionContext.resume(store, session_id, classifier=...)`; then `snapshot(now, action=...)`,
-  `record_requested`, `record_outcome`, `record_event`, `set_value`, `end`, `head`, and `atomic()` for
-  writing log entries together with receipts in one durable commit.
+  `record_requested`, `record_outcome`, `record_event`, `record_signal`, `set_value`, `end`, `head`, and
+  `atomic()` for writing log entries together with receipts in one durable commit.
 - `Classifier` (declared labels + pattern detectors + rule effects; AARM R2 default-to-highest).
 - `verify_chain` (raises `ChainError`) and `check_chain` (typed `ChainReport` listing every failure);
   `entry_hash`, `Anchor`.
-- `SignalConfig` and `derive_signals` (the derived risk signals).
+- `SignalConfig` and `derive_signals` (the derived risk signals), `DERIVED_SIGNAL_NAMES`.
+- `scan_injection` (prompt-injection indicators in tool output; `Indicator`, `INJECTION_KINDS`).
 
 See docs/context.md for what is logged, the hash format and the classification rules.
 """
@@ -26,8 +27,10 @@ from .entries import (
     RESERVED_VALUE_NAMES,
     SESSION_END,
     SESSION_START,
+    SIGNAL,
 )
-from .signals import DEFAULT_SIGNALS, SignalConfig, derive_signals
+from .injection import INJECTION_KINDS, Indicator, scan_injection
+from .signals import DEFAULT_SIGNALS, DERIVED_SIGNAL_NAMES, SignalConfig, derive_signals
 
 __all__ = [
     "ACTION_OUTCOME",
@@ -38,14 +41,18 @@ __all__ = [
     "DEFAULT_DETECTORS",
     "DEFAULT_LEVELS",
     "DEFAULT_SIGNALS",
+    "DERIVED_SIGNAL_NAMES",
+    "INJECTION_KINDS",
     "RESERVED_VALUE_NAMES",
     "SESSION_END",
     "SESSION_START",
+    "SIGNAL",
     "Anchor",
     "ChainFailure",
     "ChainReport",
     "Classifier",
     "Detector",
+    "Indicator",
     "OutputClass",
     "SessionContext",
     "SignalConfig",
@@ -55,6 +62,7 @@ __all__ = [
     "entry_hash",
     "make_record",
     "output_text",
+    "scan_injection",
     "unresolved_actions",
     "verify_chain",
 ]

@@ -14,6 +14,9 @@ Rules this module enforces:
   verified) and rebuilds the aggregates through the same `SessionState.apply` the live path uses.
 - After `session_end`, writes raise `RuntimeError("... already ended")` (caller misuse); bad input raises
   `InputError`/`LimitExceeded`.
+- Every executed action's output (and the message of the error it raised) is scanned for prompt-injection
+  indicators alongside classification (`aarmor.context.injection`, AARM threats 1-2); the kinds found go
+  into the outcome entry, from which `SessionState` derives `risk_signals.injection_*` live and on resume.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from aarmor.store.records import GENESIS, LogRecord, ReceiptRecord
 
 from . import entries as E
 from .chain import make_record, verify_chain
-from .classify import Classifier
+from .classify import Classifier, OutputText
+from .injection import scan_injection
 from .signals import DEFAULT_SIGNALS, SignalConfig
 from .window import SessionState
 
@@ -104,6 +108,16 @@ class Transaction:
         """
         body, labels = self._ctx._outcome_body(action, executed, success, output, error, effects)
         return self._stage(E.ACTION_OUTCOME, body, now), labels
+
+    def signal(self, name: str, value: Any, *, detail: Any = None, now: datetime) -> LogRecord:
+        """Stage `signal`: sets `risk_signals.<name>` to `value` once committed (latest wins; None clears it).
+
+        Raises:
+            InputError: a malformed or derived name, or a value that is not a JSON scalar or a list of
+                strings, or a detail that is not JSON.
+            LimitExceeded: name, value and detail exceed `max_argument_bytes`.
+        """
+        return self._stage(E.SIGNAL, E.signal_body(name, value, detail, self._ctx.limits), now)
 
     def event(self, kind: str, body: Mapping[str, Any], *, now: datetime) -> LogRecord:
         """Stage an opaque event (`approval`, `deferral`, ...).
@@ -345,6 +359,14 @@ class SessionContext:
             tx.commit()
         return rec
 
+    def record_signal(self, name: str, value: Any, *, detail: Any = None, now: datetime) -> LogRecord:
+        """Write a door-supplied risk signal (e.g. the MCP gateway's `tool_definition_changed`) durably.
+        See `Transaction.signal`."""
+        with self.atomic() as tx:
+            rec = tx.signal(name, value, detail=detail, now=now)
+            tx.commit()
+        return rec
+
     def set_value(self, name: str, value: Any, *, source: str, now: datetime) -> LogRecord:
         """Set `context.<name>` (environment state, ticket status, ...). See `Transaction.value`."""
         with self.atomic() as tx:
@@ -380,7 +402,25 @@ class SessionContext:
                       error: BaseException | None, effects: Any) -> tuple[dict[str, Any], frozenset[str]]:
         self._check_action(action)
         oc = self.classifier.classify(action, output, executed=executed, effects=effects)
-        return E.outcome_body(action, executed, success, oc, error), oc.labels
+        return E.outcome_body(action, executed, success, oc, error, self._injection(oc.output, executed, error)), \
+            oc.labels
+
+    def _injection(self, view: OutputText | None, executed: bool, error: BaseException | None) -> set[str]:
+        """Indicator kinds in what the tool returned: its output text and, if it raised, its error message
+        (AARM threat 3: an injected error message)."""
+        kinds: set[str] = set()
+        if not executed:
+            return kinds
+        if view is not None and view.text:
+            kinds.update(i.kind for i in scan_injection(view.text, max_chars=self.limits.max_scan_bytes))
+        if error is not None:
+            try:
+                message = str(error)
+            except Exception:
+                message = ""
+            if message:
+                kinds.update(i.kind for i in scan_injection(message, max_chars=self.limits.max_scan_bytes))
+        return kinds
 
 
 def unresolved_actions(records: Iterable[LogRecord]) -> tuple[tuple[str, int], ...]:

@@ -10,6 +10,11 @@ Rules this module enforces:
   (`context.data_classification`, `context.action_count`, ...), JSON values within
   `limits.max_argument_bytes`, and a named source.
 - Event kinds (approval, deferral, ...) are lower-case identifiers other than the built-in kinds.
+- Injection indicators are logged as their kinds only (`"injection": [...]`, absent when none were
+  found, so entries written before the scanner existed hash and replay unchanged); never the evidence.
+- Door-supplied signals (`signal`) have identifier names that are not derived signal names
+  (`DERIVED_SIGNAL_NAMES`), a JSON scalar or a list of strings as value, and an optional JSON detail,
+  together within `limits.max_argument_bytes`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from aarmor.limits import Limits
 from aarmor.model import Action, Decision, Identity, ToolSpec
 
 from .classify import OutputClass
+from .signals import DERIVED_SIGNAL_NAMES
 
 __all__ = [
     "ACTION_OUTCOME",
@@ -33,6 +39,7 @@ __all__ = [
     "RESERVED_VALUE_NAMES",
     "SESSION_END",
     "SESSION_START",
+    "SIGNAL",
 ]
 
 SESSION_START = "session_start"
@@ -40,7 +47,8 @@ ACTION_REQUESTED = "action_requested"
 ACTION_OUTCOME = "action_outcome"
 CONTEXT_VALUE = "context_value"
 SESSION_END = "session_end"
-BUILTIN_KINDS = frozenset({SESSION_START, ACTION_REQUESTED, ACTION_OUTCOME, CONTEXT_VALUE, SESSION_END})
+SIGNAL = "signal"
+BUILTIN_KINDS = frozenset({SESSION_START, ACTION_REQUESTED, ACTION_OUTCOME, CONTEXT_VALUE, SESSION_END, SIGNAL})
 
 #: names of the built-in `context.*` facts; explicit values may not shadow them
 RESERVED_VALUE_NAMES = frozenset({
@@ -111,12 +119,12 @@ def error_json(error: BaseException | None) -> dict[str, str] | None:
 
 
 def outcome_body(action: Action, executed: bool, success: bool | None, oc: OutputClass,
-                 error: BaseException | None) -> dict[str, Any]:
+                 error: BaseException | None, injection: Iterable[str] = ()) -> dict[str, Any]:
     if not isinstance(executed, bool) or (success is not None and not isinstance(success, bool)):
         raise InputError(f"executed must be a bool and success a bool or None, found `{executed!r}`, "
                          f"`{success!r}`")
     view = oc.output
-    return {
+    body: dict[str, Any] = {
         "action_id": action.action_id,
         "tool": action.tool,
         "operation": action.operation,
@@ -133,6 +141,10 @@ def outcome_body(action: Action, executed: bool, success: bool | None, oc: Outpu
         "unclassified": oc.unclassified,
         "error": error_json(error),
     }
+    kinds = sorted(injection)
+    if kinds:  # INVARIANT: absent when none, so older entries keep their hash and meaning
+        body["injection"] = kinds
+    return body
 
 
 def value_body(name: str, value: Any, source: str, limits: Limits) -> dict[str, Any]:
@@ -157,3 +169,35 @@ def check_event(kind: str, body: Any) -> dict[str, Any]:
     if not isinstance(body, Mapping):
         raise InputError(f"event `{kind}` body must be a mapping, found {type(body).__name__}")
     return dict(body)
+
+
+def signal_value(name: Any, value: Any) -> Any:
+    """The plain JSON of a door-supplied signal's value (None clears the signal).
+
+    Raises:
+        InputError: a malformed or derived name, or a value that is not a JSON scalar or a list of strings.
+    """
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
+        raise InputError(f"signal name `{name}` must be a lower-case identifier like `tool_definition_changed`")
+    if name in DERIVED_SIGNAL_NAMES:
+        raise InputError(f"signal name `{name}` is derived by aarmor (`risk_signals.{name}`); a door cannot set it")
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else list(value)
+        bad = next((x for x in items if not isinstance(x, str)), None)
+        if bad is not None:
+            raise InputError(f"signal `{name}`: list items must be strings, found `{bad!r}`")
+        return items
+    if value is None or isinstance(value, bool | int | float | str):
+        return to_json(value, path=f"risk_signals.{name}")
+    raise InputError(f"signal `{name}` value must be a JSON scalar or a list of strings, found "
+                     f"{type(value).__name__}")
+
+
+def signal_body(name: str, value: Any, detail: Any, limits: Limits) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "value": signal_value(name, value)}
+    if detail is not None:
+        body["detail"] = to_json(detail, path=f"signal `{name}` detail")
+    size = len(canonical_bytes(body))
+    if size > limits.max_argument_bytes:
+        raise LimitExceeded("max_argument_bytes", limits.max_argument_bytes, size, f"signal `{name}`")
+    return body

@@ -17,6 +17,13 @@ field), except `scope_expansion` (only when the session declared a tool catalogu
 - `scope_expansion` (bool): the action being evaluated, or an earlier one, names a tool outside the
   session's tool catalogue (only when a catalogue was given).
 - `out_of_scope_actions` (int): earlier actions outside the catalogue (with `scope_expansion`).
+- `injection_suspected` (bool): some tool output of the session carried a prompt-injection indicator
+  (`aarmor.context.injection`); false when none did.
+- `injection_indicators` (sorted list of str): the indicator kinds seen in the session's tool outputs.
+- `injection_sources` (sorted list of str): the tools (`tool.operation`) whose outputs carried them.
+
+Doors may add their own signals (`SessionContext.record_signal`); those names may not be any of the
+derived names above (`DERIVED_SIGNAL_NAMES`), so a door can never mask or forge a derived signal.
 
 Rules: the current action is never counted in `chain_length` or `velocity` (it has not been requested
 yet when the PDP sees the snapshot); levels not in the ladder count as the highest.
@@ -27,7 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_SIGNALS", "SignalConfig", "derive_signals"]
+__all__ = ["DEFAULT_SIGNALS", "DERIVED_SIGNAL_NAMES", "SignalConfig", "derive_signals"]
+
+#: names `derive_signals` may produce: reserved, a door-supplied signal cannot use them
+DERIVED_SIGNAL_NAMES = frozenset({
+    "classification_escalation", "max_classification_level", "sensitive_read", "chain_length",
+    "chain_length_exceeded", "velocity", "velocity_anomaly", "scope_expansion", "out_of_scope_actions",
+    "injection_suspected", "injection_indicators", "injection_sources",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +68,13 @@ DEFAULT_SIGNALS = SignalConfig()
 
 def derive_signals(*, max_rank: int, expected_rank: int, sensitive_rank: int, action_count: int,
                    velocity: int, out_of_scope: int | None, current_out_of_scope: bool,
-                   config: SignalConfig = DEFAULT_SIGNALS) -> dict[str, Any]:
+                   config: SignalConfig = DEFAULT_SIGNALS, injection_kinds: tuple[str, ...] = (),
+                   injection_sources: tuple[str, ...] = ()) -> dict[str, Any]:
     """The risk signals of one snapshot.
 
     `out_of_scope` is None when the session has no tool catalogue (then `scope_expansion` is absent);
-    `current_out_of_scope` says whether the action being evaluated is outside it.
+    `current_out_of_scope` says whether the action being evaluated is outside it. `injection_kinds` and
+    `injection_sources` are sorted tuples (kept as tuples: the snapshot is immutable).
     """
     signals: dict[str, Any] = {
         "classification_escalation": max_rank > expected_rank,
@@ -66,6 +82,10 @@ def derive_signals(*, max_rank: int, expected_rank: int, sensitive_rank: int, ac
         "sensitive_read": max_rank >= sensitive_rank,
         "chain_length": action_count,
         "velocity": velocity,
+        # AARM threat 1: the session has read content that tries to instruct the model
+        "injection_suspected": bool(injection_kinds),
+        "injection_indicators": injection_kinds,
+        "injection_sources": injection_sources,
     }
     if config.chain_length_limit is not None:
         signals["chain_length_exceeded"] = action_count > config.chain_length_limit

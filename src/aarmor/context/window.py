@@ -12,6 +12,9 @@ Rules this module enforces:
   valid hashes) raises `ChainError`.
 - Snapshots are immutable and O(1) amortised: the prior-action tuple, the label set and the values map
   are cached until an entry changes them.
+- Injection indicators (the `injection` kinds of outcome entries) and the tools they came from are
+  session aggregates like the labels; door-supplied signals (`signal` entries) keep their latest value,
+  and None removes one. Both are rebuilt by replay, so they survive `SessionContext.resume`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class SessionState:
         self._values: dict[str, Any] = {}
         self._times: list[float] = []
         self._times_lo = 0
+        self._injection: set[str] = set()
+        self._injection_sources: set[str] = set()
+        self._c_injection: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
+        self._door: dict[str, Any] = {}
         self._c_prior: tuple[PriorAction, ...] | None = ()
         self._c_labels: frozenset[str] | None = frozenset()
         self._c_values: FrozenMap | None = FrozenMap()
@@ -94,6 +101,8 @@ class SessionState:
             elif rec.kind == E.CONTEXT_VALUE:
                 self._values[str(body["name"])] = freeze(body["value"])
                 self._c_values = None
+            elif rec.kind == E.SIGNAL:
+                self._signal(body)
             elif rec.kind == E.SESSION_END:
                 self.ended = True
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
@@ -145,6 +154,16 @@ class SessionState:
             self._labels |= labels
             self._c_labels = None
         self.max_rank = max(self.max_rank, self.classifier.rank(body.get("level")))
+        kinds = body.get("injection")
+        if kinds:
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+                raise ValueError(f"`injection` must be a list of strings, found `{kinds!r}`")
+            tool, op = str(body["tool"]), str(body.get("operation") or "")
+            source = f"{tool}.{op}" if op else tool
+            if not (set(kinds) <= self._injection and source in self._injection_sources):
+                self._injection.update(kinds)
+                self._injection_sources.add(source)
+                self._c_injection = None
         aid = str(body["action_id"])
         old = self._prior.get(aid)
         if old is not None:
@@ -153,6 +172,14 @@ class SessionState:
                 timestamp=old.timestamp, executed=bool(body["executed"]), success=body.get("success"),
                 classifications=old.classifications | labels)
             self._c_prior = None
+
+    def _signal(self, body: dict[str, Any]) -> None:
+        name = str(body["name"])
+        value = E.signal_value(name, body["value"])  # replay checks what the write checked
+        if value is None:
+            self._door.pop(name, None)
+        else:
+            self._door[name] = freeze(value)
 
     def _in_scope(self, tool: str, name: str) -> bool:
         assert self.catalogue is not None
@@ -178,6 +205,8 @@ class SessionState:
             self._c_labels = frozenset(self._labels)
         if self._c_values is None:
             self._c_values = FrozenMap(self._values)
+        if self._c_injection is None:
+            self._c_injection = (tuple(sorted(self._injection)), tuple(sorted(self._injection_sources)))
         current_oos = False
         if self.catalogue is not None and action is not None:
             current_oos = not self._in_scope(action.tool, action.name)
@@ -185,7 +214,10 @@ class SessionState:
             max_rank=self.max_rank, expected_rank=self._expected_rank, sensitive_rank=self._sensitive_rank,
             action_count=self.action_count, velocity=self.velocity(now),
             out_of_scope=self.out_of_scope if self.catalogue is not None else None,
-            current_out_of_scope=current_oos, config=self.signals)
+            current_out_of_scope=current_oos, config=self.signals, injection_kinds=self._c_injection[0],
+            injection_sources=self._c_injection[1])
+        if self._door:
+            signals = {**self._door, **signals}  # derived names are refused for door signals; never shadowed
         levels = self.classifier.levels
         return ContextSnapshot(
             session_id=self.session_id,
