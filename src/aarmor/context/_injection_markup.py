@@ -268,12 +268,15 @@ def _hidden_element(text: str, low: str, start: int, cues: dict[str, bool]) -> s
     if end < 0 or tag is None or not _hides(low[start:end + 1]):
         return None
     name = tag.group(1)
-    attrs = " ".join(v.strip("\"'") for v in _ATTR_TEXT.findall(text, start, end))
+    attrs = " ".join(v.strip("\"'") for v in _ATTR_TEXT.findall(text, start, end)) if "=" in low[start:end] else ""
     if name in _VOID or low[end - 1] == "/":
         inner = attrs
     else:
         close = low.find("</" + name, end, end + 4000)
-        inner = _TAGS.sub(" ", text[end + 1: close if close >= 0 else end + 4000]) + " " + attrs
+        raw = text[end + 1: close if close >= 0 else end + 4000]
+        if len(raw) < 12 and not attrs:
+            return None  # "Close", "Menu": too short to instruct anyone
+        inner = _TAGS.sub(" ", raw) + " " + attrs
     if not _cue(inner, cues):
         return None
     return safe_snippet(text[start: min(end + 1, start + 40)] + " " + inner)

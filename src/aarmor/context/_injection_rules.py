@@ -9,8 +9,8 @@ Rules this module enforces:
 - Precision first (AARM threat 1 mitigations rely on policy, not on a perfect detector): *strong* cues
   (overrides of earlier instructions, chat-template tokens, text addressed to an AI, secrecy from the
   user, system-prompt extraction, fake dialogue turns) fire alone; *weak* cues ("IMPORTANT: you must",
-  tool-invocation and exfiltration imperatives, "before you can solve") fire only in pairs, because
-  ordinary e-mails say each of them.
+  tool-invocation and exfiltration imperatives, "before you can solve") fire only in pairs within
+  `_PAIR_SPAN` characters, because ordinary e-mails say each of them.
 - Evidence is at most `EVIDENCE_CHARS` characters, whitespace collapsed, with control, format and
   other invisible characters shown as `\\uXXXX` (`\\UXXXXXXXX` above the BMP), so it is safe to print.
 """
@@ -170,7 +170,9 @@ _RULES: tuple[_Rule, ...] = (
        r"\b(?:passwords?|credentials?|api\s+keys?|keys|tokens?|secrets?|ssns?|social\s+security|credit\s+cards?|"
        r"card\s+numbers?|bank\s+(?:details|account)|conversation|chat\s+history|messages|e-?mails|inbox|"
        r"contacts|files|documents|data)\b[^\n]{0,80}?\bto\s+(?:[\w.+-]+@[\w-]+\.|https?://|www\.)",
-       ("@", "://"), before=200, after=20, strong=False),
+       ("send", "forward", "email", "e-mail", "mail", "upload", "post", "transfer", "share", "leak", "exfiltrate",
+        "copy"),
+       after=200, strong=False, gate=("@", "://")),
     _r("before_you_continue",
        r"\bbefore\s+you\s+(?:can\s+)?(?:solve|complete|finish|continue|answer|proceed|respond|summari[sz]e)\s+"
        r"(?:with\s+)?(?:the|your|this)\s+(?:\w+\s+)?(?:task|request|question|answer|summary)\b"

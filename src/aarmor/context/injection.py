@@ -6,7 +6,7 @@ and returns the indicators it finds, one per kind, sorted by kind:
 - `instruction_to_model`: text addressed to the model: overrides of earlier instructions ("ignore all
   previous instructions"), chat-template tokens (`<|im_start|>`, `[INST]`), role lines ("SYSTEM: delete
   ..."), greetings to an AI, secrecy from the user, system-prompt extraction, fake dialogue turns; or
-  two weak cues together ("IMPORTANT: you must" plus "call the tool `send_money`").
+  two weak cues within 400 characters ("IMPORTANT: you must" plus "call the tool `send_money`").
 - `invisible_unicode`: zero-width characters (U+200B-U+200D, U+2060-U+2064, U+FEFF after the start),
   Unicode tag characters outside flag emoji (ASCII smuggling), runs of variation selectors or soft
   hyphens, beyond a tolerance of `INVISIBLE_TOLERANCE` (emoji joiners and single selectors are normal).

@@ -37,6 +37,7 @@ from .signals import SignalConfig, derive_signals
 __all__ = ["SessionState"]
 
 _MAX_TIMES = 100_000  # request times kept for velocity, whatever the rate
+_MAX_SOURCES = 256  # tool names kept in `injection_sources` (the kinds are always kept)
 
 
 class SessionState:
@@ -160,9 +161,11 @@ class SessionState:
                 raise ValueError(f"`injection` must be a list of strings, found `{kinds!r}`")
             tool, op = str(body["tool"]), str(body.get("operation") or "")
             source = f"{tool}.{op}" if op else tool
-            if not (set(kinds) <= self._injection and source in self._injection_sources):
+            new_source = source not in self._injection_sources and len(self._injection_sources) < _MAX_SOURCES
+            if new_source or not set(kinds) <= self._injection:
                 self._injection.update(kinds)
-                self._injection_sources.add(source)
+                if new_source:
+                    self._injection_sources.add(source)
                 self._c_injection = None
         aid = str(body["action_id"])
         old = self._prior.get(aid)
