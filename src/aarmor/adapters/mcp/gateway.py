@@ -238,6 +238,7 @@ class _HttpFront:
 
     async def _open(self, scope: Any, receive: Any, send: Any, identity: Identity, credential: str,
                     original: str | None) -> None:
+        import anyio
         from mcp.server.streamable_http import StreamableHTTPServerTransport
         from mcp.server.transport_security import TransportSecuritySettings
         from mcp.shared.message import ServerMessageMetadata, SessionMessage
@@ -269,6 +270,8 @@ class _HttpFront:
                             continue
                         await cs.on_client_message(item.message.model_dump(mode="json", by_alias=True,
                                                                            exclude_unset=True))
+                except (anyio.ClosedResourceError, anyio.EndOfStream):
+                    pass  # the session was terminated (DELETE, or the gateway shutting down)
                 finally:
                     self._sessions.pop(sid, None)
                     await cs.close()
