@@ -277,6 +277,7 @@ class ClientSession:
             raise RemoteError(INVALID_REQUEST, "`initialize` was already called on this connection")
         meta = obj(params.get("_meta"))
         self.session = self.gw.open_session(self, meta)
+        self.tools.start()
         for cfg in self.gw.upstream_configs:
             self.upstreams[cfg.name] = open_upstream(cfg, self.on_upstream_message, self.on_upstream_restart)
         outcomes = await asyncio.gather(*(u.initialize(params) for u in self.upstreams.values()),
@@ -347,6 +348,9 @@ class ClientSession:
         return out
 
     async def _list(self, method: str) -> dict[str, Any]:
+        # a list the client asks for is always fetched anew: what it shows is what the servers say now
+        # (and a changed tool definition is caught even when the server sends no list_changed)
+        self._catalogs[method].fresh = False
         cat = await self.catalog(method)
         items = cat.items
         if method == "tools/list":

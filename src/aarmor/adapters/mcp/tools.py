@@ -81,6 +81,11 @@ class ToolHandler:
         self._seen: dict[tuple[str, str], str] = {}
         self.changed: set[str] = set()
 
+    def start(self) -> None:
+        """Populate the rug-pull signals at session start, so rules on them decide instead of deferring."""
+        self.cs.session.report_signal("tool_definition_changed", False)
+        self.cs.session.report_signal("changed_tools", [])
+
     def inspect(self, cat: Catalog) -> None:
         """Compare each tool with the definition this session first saw; record and signal changes."""
         new: list[tuple[str, str, str]] = []
