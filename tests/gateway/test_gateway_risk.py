@@ -108,3 +108,56 @@ def test_a_tool_that_changes_its_definition_is_flagged_and_denied(gw: GatewaySet
     receipts = gw.receipts()
     assert [(r.tool, r.decision) for r in receipts] == [("forecast", "ALLOW"), ("arm", "ALLOW"),
                                                         ("forecast", "DENY")]
+
+
+CRASHING_SERVER = '''
+import os
+from mcp.server.mcpserver import MCPServer
+
+mcp = MCPServer("fragile")
+
+
+@mcp.tool()
+def hello() -> str:
+    """Says hello."""
+    return "hello"
+
+
+@mcp.tool()
+def die() -> str:
+    """Ends the server process."""
+    os._exit(3)
+
+
+mcp.run()
+'''
+
+
+def test_an_upstream_that_crashes_gives_an_error_not_a_hang_and_is_restarted(gw: GatewaySetup,
+                                                                               tmp_path: Path) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    server = tmp_path / "fragile.py"
+    server.write_text(CRASHING_SERVER)
+    gw.write(policy=POLICY, gateway={"principal": {"human": "alice@company.com"}, "upstreams": {
+        "fragile": {"command": sys.executable, "args": [str(server)], "restart": "on-failure"}}})
+
+    async def run() -> tuple[str, Any]:
+        async with gw.client() as s:
+            try:
+                await asyncio.wait_for(s.call_tool("die", {}), 20)
+                crashed = "no error"
+            except MCPError as exc:
+                crashed = str(exc)
+            for _ in range(100):  # the restart takes the server's start-up time
+                try:
+                    return crashed, await s.call_tool("hello", {})
+                except MCPError:
+                    await asyncio.sleep(0.2)
+            raise AssertionError("the upstream was not restarted")
+
+    crashed, hello = asyncio.run(run())
+    assert "upstream `fragile` is unavailable" in crashed
+    assert not hello.is_error and _text(hello) == "hello"
+    die = [r for r in gw.receipts() if r.tool == "die"]
+    assert len(die) == 1 and die[0].body["execution"]["success"] is False
