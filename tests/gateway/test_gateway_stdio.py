@@ -159,3 +159,30 @@ def test_everything_server_passes_resources_prompts_completion_and_logging_throu
     assert r["completion"].completion.values  # routed to the owner of the prompt
     assert r["pong"] is not None
     assert not r["echo"].is_error and "hello" in _text(r["echo"])
+
+
+def test_tools_policy_forbids_outright_can_be_hidden(gw: GatewaySetup, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    policy = FS_POLICY.replace("WORK/", "/nowhere/") + """
+  - id: never-move
+    match: {tool: move_file}
+    action: DENY
+    classification: forbidden
+  - id: writes-only-small
+    match: {tool: write_file, parameters.content: {length: {gt: 1000}}}
+    action: DENY
+    classification: forbidden
+"""
+    gw.write(policy=policy, gateway={"principal": {"human": "alice@company.com"}, "hide_denied_tools": True,
+                                     "upstreams": {"fs": upstream(filesystem_server_argv(data.resolve()))}})
+
+    async def run() -> tuple[list[str], Any]:
+        async with gw.client() as s:
+            names = [t.name for t in (await s.list_tools()).tools]
+            return names, await s.call_tool("move_file", {"source": "a", "destination": "b"})
+
+    names, moved = asyncio.run(run())
+    assert "move_file" not in names  # unconditionally forbidden: hidden
+    assert "write_file" in names  # forbidden only for some arguments: listed
+    assert moved.is_error and "never-move" in _text(moved)  # hidden is not the control: calling it is DENY
