@@ -77,7 +77,7 @@ def _run_stdio(gw: Gateway) -> None:
           f"(policy {gw.guard.policy.policy_id})", file=sys.stderr)
     try:
         asyncio.run(gw.serve_stdio())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # SIGINT, or SIGTERM/SIGHUP (see serve_stdio)
         pass
 
 

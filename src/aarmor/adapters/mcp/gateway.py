@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import urllib.parse
 import uuid
@@ -111,6 +112,17 @@ class Gateway:
                 await writer.drain()
 
         cs = ClientSession(self, send, identity=self.stdio_identity(), transport="stdio")
+        main = asyncio.current_task()
+
+        def terminate() -> None:
+            # SIGTERM: the upstreams run in their own process groups and would not get it; stop them
+            # first, then end (held calls are cancelled, so they are recorded as DENY on the way out)
+            cs.kill_upstreams()
+            if main is not None:
+                main.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, terminate)
         try:
             while True:
                 try:

@@ -298,6 +298,14 @@ class ClientSession:
     def _live(self) -> list[Upstream]:
         return [u for u in self.upstreams.values() if u.alive]
 
+    def live_upstreams(self) -> list[Upstream]:
+        return self._live()
+
+    def kill_upstreams(self) -> None:
+        """At once, from a signal handler: stop every upstream process (they run in their own groups)."""
+        for up in self.upstreams.values():
+            up.kill()
+
     @staticmethod
     def _has(up: Upstream, capability: str) -> bool:
         caps = (up.init_result or {}).get("capabilities")

@@ -4,7 +4,8 @@ Rules:
 - A `tools/call` becomes one action: tool = the name the client used, operation = the configured one
   (`tools: {name: {operation: ...}}`), parameters = the arguments. The upstream is called only from the
   pipeline's `execute`, so only after ALLOW, or MODIFY with the modified arguments, or STEP_UP/DEFER
-  resolved. Unknown tools are mediated too (every call leaves a receipt); they fail at execution.
+  resolved. Unknown tools are mediated too (every call leaves a receipt); a sole upstream then answers
+  them itself (as it would without the gateway), with several upstreams they fail with -32602.
 - A DENY (timeouts included) answers with a tool result the model can read: `isError`, the reason, the
   rule and the receipt id. STEP_UP and DEFER hold the call; if the client gave a progress token it gets
   a progress notification every `progress_interval` seconds while held.
@@ -134,7 +135,10 @@ class ToolHandler:
         try:
             owner: tuple[Any, str] | None = await self.cs.owner_of_tool(name)
         except RemoteError:
-            owner = None
+            # a name no upstream lists: with one upstream it gets the call (after mediation) and answers as
+            # it would without the gateway; with several there is nobody to ask
+            live = self.cs.live_upstreams()
+            owner = (live[0], name) if len(live) == 1 else None
         started = asyncio.Event()
 
         async def execute(run_args: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,10 @@ class Upstream:
             if not fut.done():
                 fut.set_exception(self._gone())
 
+    def kill(self) -> None:
+        """Stop the server now, without waiting (a stdio subprocess gets SIGTERM on its process group)."""
+        self.closing = True
+
     async def _connect(self) -> None:
         raise NotImplementedError
 
@@ -240,6 +244,12 @@ class StdioUpstream(Upstream):
         async with self._write_lock:
             proc.stdin.write(dumps(msg) + b"\n")
             await proc.stdin.drain()
+
+    def kill(self) -> None:
+        super().kill()
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
 
     async def _disconnect(self) -> None:
         proc = self._proc
