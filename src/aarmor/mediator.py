@@ -10,6 +10,8 @@ Rules this module enforces:
   records the error class whenever the store can still take it. There is no switch that changes this.
 - The "requested" entry commits before execution; the outcome entry and the receipt commit together after.
 - STEP_UP and DEFER never execute before resolution; a timeout is DENY, never allow (AARM R4).
+- A caller that gives up while its call waits (an async cancellation) gets a recorded DENY.
+- A call whose door names no operation gets the one configured for its tool (`tools: {name: {operation}}`).
 - A DEFER ends only by a PDP re-evaluation of the original action (original identity) with the new
   context: ALLOW, MODIFY, DENY, or STEP_UP sent to the approvers as an escalated DEFER (AARM 2.6).
 - A call whose dependency (`depends_on`, result handle) is still open is deferred too, one whose

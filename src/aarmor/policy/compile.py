@@ -194,7 +194,6 @@ class PolicySet:
             self._cache[key] = out
         return out
 
-
     def forbids_outright(self, tool: str, op: str = "") -> bool:
         """True when an unconditional FORBIDDEN rule covers (tool, op): no argument or context can make
         the call anything but DENY (AARM 2.4 step 1 comes before every override). Used to hide tools."""
