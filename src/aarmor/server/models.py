@@ -98,7 +98,9 @@ class ContextIn(_Body):
 
 
 class DecideIn(_Body):
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    # "some character that is not white space" in both regex dialects that read this pattern: pydantic's
+    # (Unicode White_Space, which counts U+0085) and OpenAPI clients' ECMAScript one (which counts U+FEFF)
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"[^\s\x85\ufeff]")
 
 
 class SupplyIn(_Body):
