@@ -32,7 +32,17 @@ from aarmor.config import GatewayConfig, UpstreamConfig
 from aarmor.errors import InputError
 from aarmor.model import DelegationLink, Identity
 
-from .jsonrpc import METHOD_NOT_FOUND, PARSE_ERROR, Message, RemoteError, dumps, error, loads
+from .jsonrpc import (
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    LineTooLong,
+    Message,
+    RemoteError,
+    dumps,
+    error,
+    loads,
+    read_messages,
+)
 from .router import ClientSession
 from .tools import ToolHandler
 from .upstream import MAX_LINE_BYTES
@@ -124,22 +134,13 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, terminate)
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:
-                    await send(error(None, PARSE_ERROR, f"message over {MAX_LINE_BYTES} bytes"), None)
-                    break
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    msg = loads(line)
-                except RemoteError as exc:
-                    await send(error(None, exc.code, exc.message), None)
-                    continue
-                await cs.on_client_message(msg)
+            async for item in read_messages(reader):
+                if isinstance(item, RemoteError):
+                    await send(error(None, item.code, item.message), None)
+                else:
+                    await cs.on_client_message(item)
+        except LineTooLong:
+            await send(error(None, PARSE_ERROR, f"message over {MAX_LINE_BYTES} bytes"), None)
         finally:
             await cs.close()
             with contextlib.suppress(Exception):

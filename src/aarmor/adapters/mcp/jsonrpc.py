@@ -7,12 +7,14 @@ by its `id`, and everything else is passed on as it came.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 __all__ = [
     "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "PARSE_ERROR",
-    "UPSTREAM_UNAVAILABLE", "Message", "RemoteError", "dumps", "error", "is_notification", "is_request",
-    "is_response", "loads", "obj", "result",
+    "UPSTREAM_UNAVAILABLE", "LineTooLong", "Message", "RemoteError", "dumps", "error", "is_notification",
+    "is_request",
+    "is_response", "loads", "obj", "read_messages", "result",
 ]
 
 Message = dict[str, Any]
@@ -87,3 +89,32 @@ def loads(raw: bytes | str) -> Message:
 
 def dumps(m: Message) -> bytes:
     return json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class LineTooLong(Exception):
+    """A stdio line longer than the reader's limit: the stream cannot be read further."""
+
+
+async def read_messages(reader: Any) -> AsyncIterator[Message | RemoteError]:
+    """Messages off a stdio stream (an `asyncio.StreamReader`), one JSON object a line, until end of file.
+
+    A line that is not a JSON-RPC message yields its RemoteError (the reader decides what to do with it);
+    blank lines are skipped.
+
+    Raises:
+        LineTooLong: a line over the reader's limit.
+    """
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:
+            raise LineTooLong from None
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            item: Message | RemoteError = loads(line)
+        except RemoteError as exc:
+            item = exc
+        yield item

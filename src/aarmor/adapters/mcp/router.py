@@ -170,10 +170,10 @@ class ClientSession:
         if method == "completion/complete":
             return await self._complete(params, fl)
         if method == "logging/setLevel":
-            ups = [u for u in self._live() if self._has(u, "logging")]
+            ups = [u for u in self.live() if self._has(u, "logging")]
             await asyncio.gather(*(u.request(method, params) for u in ups))
             return {}
-        live = self._live()
+        live = self.live()
         if len(live) == 1:  # a method the gateway does not know: one upstream, so it can only be its
             return await self.forward(live[0], method, params, fl)
         raise RemoteError(METHOD_NOT_FOUND, f"method not found: `{method}`")
@@ -197,7 +197,7 @@ class ClientSession:
         if method == "notifications/progress" and params.get("progressToken") in self._server_tokens:
             await self._server_tokens[params["progressToken"]].send(msg)
             return
-        for up in self._live():
+        for up in self.live():
             await up.send(msg)
 
     async def _cancel(self, rid: Any, reason: Any) -> None:
@@ -295,11 +295,8 @@ class ClientSession:
         return merge_initialize(answers, params)
 
     # --- lists ---------------------------------------------------------------------------------
-    def _live(self) -> list[Upstream]:
+    def live(self) -> list[Upstream]:
         return [u for u in self.upstreams.values() if u.alive]
-
-    def live_upstreams(self) -> list[Upstream]:
-        return self._live()
 
     def kill_upstreams(self) -> None:
         """At once, from a signal handler: stop every upstream process (they run in their own groups)."""
@@ -318,7 +315,7 @@ class ClientSession:
             cat = self._catalogs[method]
             if cat.fresh:
                 return cat
-            ups = [u for u in self._live() if self._has(u, cap)]
+            ups = [u for u in self.live() if self._has(u, cap)]
             pages = await asyncio.gather(*(self._all_pages(u, method, key) for u in ups), return_exceptions=True)
             seen: dict[str, int] = {}
             fetched: list[tuple[Upstream, list[dict[str, Any]]]] = []
@@ -383,7 +380,7 @@ class ClientSession:
     async def _resource_owner(self, uri: Any) -> Upstream:
         if not isinstance(uri, str):
             raise RemoteError(INVALID_PARAMS, "resource `uri` must be a string")
-        ups = [u for u in self._live() if self._has(u, "resources")]
+        ups = [u for u in self.live() if self._has(u, "resources")]
         if len(ups) == 1:
             return ups[0]
         cat = await self.catalog("resources/list")
@@ -402,7 +399,7 @@ class ClientSession:
             return await self.forward(up, "completion/complete", {**params, "ref": {**ref, "name": name}}, fl)
         if ref.get("type") == "ref/resource":
             uri = ref.get("uri")
-            ups = [u for u in self._live() if self._has(u, "resources")]
+            ups = [u for u in self.live() if self._has(u, "resources")]
             if len(ups) != 1:
                 cat = await self.catalog("resources/templates/list")
                 hit = cat.owner.get(uri) if isinstance(uri, str) else None

@@ -137,7 +137,7 @@ class ToolHandler:
         except RemoteError:
             # a name no upstream lists: with one upstream it gets the call (after mediation) and answers as
             # it would without the gateway; with several there is nobody to ask
-            live = self.cs.live_upstreams()
+            live = self.cs.live()
             owner = (live[0], name) if len(live) == 1 else None
         started = asyncio.Event()
 

@@ -25,7 +25,16 @@ from typing import Any
 
 from aarmor.config import UpstreamConfig
 
-from .jsonrpc import UPSTREAM_UNAVAILABLE, Message, RemoteError, dumps, is_response, loads, obj
+from .jsonrpc import (
+    UPSTREAM_UNAVAILABLE,
+    LineTooLong,
+    Message,
+    RemoteError,
+    dumps,
+    is_response,
+    obj,
+    read_messages,
+)
 
 __all__ = ["HttpUpstream", "StdioUpstream", "Upstream", "open_upstream"]
 
@@ -187,26 +196,16 @@ class StdioUpstream(Upstream):
         assert proc.stdout is not None
         reason = "its output ended"
         try:
-            while True:
-                try:
-                    line = await proc.stdout.readline()
-                except ValueError:  # a line over MAX_LINE_BYTES
-                    reason = f"it sent a line over {MAX_LINE_BYTES} bytes"
-                    break
-                if not line:
-                    break
-                if not line.strip():
+            async for item in read_messages(proc.stdout):
+                if isinstance(item, RemoteError):
+                    log.warning("upstream %s sent something that is not JSON-RPC: %s", self.name, item.message)
                     continue
                 try:
-                    msg = loads(line)
-                except RemoteError as exc:
-                    log.warning("upstream %s sent something that is not JSON-RPC (%s): %.200r",
-                                self.name, exc.message, line)
-                    continue
-                try:
-                    await self._dispatch(msg)
+                    await self._dispatch(item)
                 except Exception:  # the router's failure on one message must not end the connection
                     log.exception("upstream %s: handling a message failed", self.name)
+        except LineTooLong:
+            reason = f"it sent a line over {MAX_LINE_BYTES} bytes"
         finally:
             self.alive = False
             code = await _reap(proc)
