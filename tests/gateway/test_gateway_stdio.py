@@ -119,10 +119,9 @@ def test_the_one_line_wrapper_form_fronts_a_single_server(gw: GatewaySetup, tmp_
 
     async def run() -> Any:
         async with gw.client("--", *time_server_argv()) as s:
-            init = s.initialize_result if hasattr(s, "initialize_result") else None
-            return init, await s.call_tool("get_current_time", {"timezone": "Europe/Paris"})
+            return await s.call_tool("get_current_time", {"timezone": "Europe/Paris"})
 
-    _init, res = asyncio.run(run())
+    res = asyncio.run(run())
     assert not res.is_error and "Europe/Paris" in _text(res)
     assert [(rc.tool, rc.decision) for rc in gw.receipts()] == [("get_current_time", "ALLOW")]
 
