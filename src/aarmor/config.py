@@ -211,6 +211,9 @@ class Config:
     server: ServerConfig = ServerConfig()
     gateway: GatewayConfig = GatewayConfig()
     limits: Limits = field(default_factory=Limits)
+    #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
+    #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
+    unattended: bool = False
     source: str | None = None
 
 
@@ -396,7 +399,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 
 
 _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
-              "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
+              "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server"}
 
 
@@ -452,11 +455,18 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url),
         gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
+        unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
     if cfg.identity_mode not in ("enforce", "flag"):
         raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
     return cfg
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"override `{name}` must be true or false, not {value!r}")
+    return value
 
 
 def _principal(p: _Principal) -> tuple[tuple[str, Any], ...]:

@@ -10,7 +10,10 @@ Rules this module enforces:
   records the error class whenever the store can still take it. There is no switch that changes this.
 - The "requested" entry commits before execution; the outcome entry and the receipt commit together after.
 - STEP_UP and DEFER never execute before resolution; a timeout is DENY, never allow (AARM R4).
-- A caller that gives up while its call waits (an async cancellation) gets a recorded DENY.
+- A caller that gives up while its call waits (an async cancellation) gets a recorded DENY; a commit
+  already under way for it finishes first (async callers commit in a worker thread, off the event loop).
+- `unattended` (nobody will approve or resolve): a STEP_UP or DEFER ends at once, not executed, and the
+  `ActionDenied` keeps its STEP_UP or DEFER decision.
 - A call whose door names no operation gets the one configured for its tool (`tools: {name: {operation}}`).
 - A DEFER ends only by a PDP re-evaluation of the original action (original identity) with the new
   context: ALLOW, MODIFY, DENY, or STEP_UP sent to the approvers as an escalated DEFER (AARM 2.6).
@@ -35,7 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
 from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
@@ -64,6 +67,7 @@ _ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 log = logging.getLogger("aarmor.mediator")
 
 D = DecisionResult
+_T = TypeVar("_T")
 
 
 @dataclass(eq=False)
@@ -116,6 +120,8 @@ class _Call:
     execution: dict[str, Any] | None = None
     output: Any = None
     tool_error: BaseException | None = None
+    #: the not-executed call ends with its own decision (an unattended STEP_UP or DEFER), not a DENY
+    kept: bool = False
 
 
 class Mediator:
@@ -147,7 +153,7 @@ class Mediator:
     def invoke(self, st: SessionState, tool: str, arguments: Any, execute: Callable[[dict[str, Any]], Any],
                operation: str | None, *, depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
         call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
-        if call.final.result in (D.STEP_UP, D.DEFER):
+        if call.final.result in (D.STEP_UP, D.DEFER) and not self._unattended(call):
             self._wait(call)
         if call.run_params is not None:
             self._mark_started(call)
@@ -161,14 +167,17 @@ class Mediator:
     async def ainvoke(self, st: SessionState, tool: str, arguments: Any,
                       execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], operation: str | None, *,
                       depends_on: Sequence[str] = (), action_id: str | None = None) -> Any:
-        call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
-        if call.final.result in (D.STEP_UP, D.DEFER):
+        # The durable commits (`_begin`, `_finish`) run in a worker thread so that one caller's fsync
+        # does not stall every other session on the event loop; `_settled` makes sure a caller that is
+        # cancelled meanwhile still gets its call recorded to the end.
+        call = await _settled(asyncio.to_thread(
+            self._begin, st, tool, arguments, operation, depends_on=depends_on, action_id=action_id),
+            on_cancel=lambda c: self._abandon(c, "cancelled by the caller before the decision was enforced"))
+        if call.final.result in (D.STEP_UP, D.DEFER) and not self._unattended(call):
             try:
                 await self._wait_async(call)
             except asyncio.CancelledError:  # the caller gave up while it waited: a DENY, recorded
-                self._fail(call, RuntimeError("cancelled by the caller while waiting"))
-                with contextlib.suppress(ActionDenied):
-                    self._finish(call)
+                await asyncio.shield(asyncio.to_thread(self._abandon, call, "cancelled by the caller while waiting"))
                 raise
         if call.run_params is not None:
             self._mark_started(call)
@@ -178,7 +187,27 @@ class Mediator:
             except BaseException as exc:
                 call.tool_error = exc
             self._mark_completed(call)
-        return self._finish(call)
+        return await _settled(asyncio.to_thread(self._finish, call))
+
+    def _abandon(self, call: _Call, why: str) -> None:
+        """Record the DENY of a call whose caller went away before it could run (never raises)."""
+        if call.execution is not None:  # it ran: `_finish` records it, not a DENY
+            with contextlib.suppress(BaseException):
+                self._finish(call)
+            return
+        self._fail(call, RuntimeError(why))
+        with contextlib.suppress(Exception):
+            self._finish(call)
+
+    def _unattended(self, call: _Call) -> bool:
+        """With nobody to approve or resolve (`unattended`), a STEP_UP or DEFER ends now, not executed."""
+        if not self._cfg.unattended:
+            return False
+        call.run_params = None
+        call.kept = True
+        call.final = dataclasses.replace(
+            call.final, reason=f"unattended: {call.final.result.value} not waited for; {call.final.reason}")
+        return True
 
     # --- phase 1: normalise, verify, snapshot, decide, record "requested" ----------------------
     def _normalize(self, st: SessionState, tool: str, arguments: Any, operation: str | None,
@@ -560,7 +589,7 @@ class Mediator:
         finally:
             self._landed(call, executed=executed and call.tool_error is None)
         if not executed:
-            final = call.final if call.final.result is D.DENY else _denied(call.final, call.final.reason)
+            final = call.final if call.final.result is D.DENY or call.kept else _denied(call.final, call.final.reason)
             raise ActionDenied(final, receipt_id)
         if call.tool_error is not None:
             raise call.tool_error
@@ -651,6 +680,23 @@ class Mediator:
             tx.commit(receipts=(record,))
             st.receipt_seq, st.receipt_head = record.seq, record.receipt_hash
             return record.receipt_id
+
+
+async def _settled(work: Awaitable[_T], *, on_cancel: Callable[[_T], None] | None = None) -> _T:
+    """Await `work` (a thread's result) to its end even if the awaiting task is cancelled meanwhile.
+
+    A cancellation is re-raised only after the work finished, so a commit is never left half-known; with
+    `on_cancel`, the finished work's result is handed to it (in a thread) before the cancellation propagates.
+    """
+    fut = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            result = await fut
+            if on_cancel is not None:
+                await asyncio.to_thread(on_cancel, result)
+        raise
 
 
 def _denied(decision: Decision, reason: str) -> Decision:
