@@ -7,7 +7,7 @@ was found, and where (file, rule, line), with user input in backticks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.model import Decision
@@ -21,11 +21,13 @@ __all__ = [
     "InputError",
     "LimitExceeded",
     "NotFound",
+    "OutputWithheld",
     "PolicyError",
     "ReceiptError",
     "Refused",
     "SigningKeyError",
     "StoreError",
+    "ToolFailed",
 ]
 
 
@@ -118,3 +120,24 @@ class ActionDenied(AarmorError):
         self.decision = decision
         self.receipt_id = receipt_id
         super().__init__(f"action denied: {decision.reason} (receipt {receipt_id})")
+
+
+class ToolFailed(Exception):
+    """Raised by a door's `execute` when the tool ran and failed but still has an `output` for the caller
+    (an MCP result with `isError`). The pipeline records a failed execution, applies `redact_output` to
+    `output` like to any output, and re-raises it."""
+
+    def __init__(self, message: str, output: Any) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class OutputWithheld(AarmorError):
+    """The action ran, but its output had to be redacted (`redact_output`) and could not be: it is not
+    handed over. `receipt_id` names the receipt that records the execution and why the output was withheld."""
+
+    def __init__(self, reason: str, receipt_id: str | None) -> None:
+        self.reason = reason
+        self.receipt_id = receipt_id
+        super().__init__(f"output withheld: {reason} (receipt {receipt_id})")
+

@@ -14,6 +14,8 @@ Rules this module enforces:
   already under way for it finishes first (async callers commit in a worker thread, off the event loop).
 - `unattended` (nobody will approve or resolve): a STEP_UP or DEFER ends at once, not executed, and the
   `ActionDenied` keeps its STEP_UP or DEFER decision.
+- `redact_output` in a decision's modifications is applied to the output the caller receives (and to
+  a `ToolFailed` output); an output that cannot be inspected is withheld (`OutputWithheld`), not handed over.
 - A call whose door names no operation gets the one configured for its tool (`tools: {name: {operation}}`).
 - A DEFER ends only by a PDP re-evaluation of the original action (original identity) with the new
   context: ALLOW, MODIFY, DENY, or STEP_UP sent to the approvers as an escalated DEFER (AARM 2.6).
@@ -42,9 +44,10 @@ from typing import Any, TypeVar
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
 from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
+from aarmor.context.output_redaction import redact_output
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
-from aarmor.errors import ActionDenied, InputError
+from aarmor.errors import ActionDenied, InputError, OutputWithheld, ToolFailed
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
 from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
@@ -67,6 +70,8 @@ _ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 log = logging.getLogger("aarmor.mediator")
 
 D = DecisionResult
+#: marks "deliver the output as the tool returned it"
+_RAW: Any = object()
 _T = TypeVar("_T")
 
 
@@ -122,6 +127,8 @@ class _Call:
     tool_error: BaseException | None = None
     #: the not-executed call ends with its own decision (an unattended STEP_UP or DEFER), not a DENY
     kept: bool = False
+    #: what the caller receives when it differs from `output` (after `redact_output`)
+    delivered: Any = _RAW
 
 
 class Mediator:
@@ -321,6 +328,8 @@ class Mediator:
         if decision.result is D.MODIFY or (decision.modifications and decision.result is D.STEP_UP):
             if not decision.modifications:
                 raise InputError(f"rule `{decision.rule_id}` decided MODIFY without modifications")
+            if set(decision.modifications) == {"redact_output"}:
+                return action.parameters  # only the output changes (`_redact_output`)
             return apply_modifications(action.parameters, decision.modifications)
         return action.parameters
 
@@ -565,6 +574,7 @@ class Mediator:
     def _finish(self, call: _Call) -> Any:
         executed = call.execution is not None
         receipt_id: str | None = None
+        withheld = self._redact_output(call) if executed else None
 
         def stage(tx: Any) -> None:
             if not call.requested_logged:  # a DENY: requested, outcome and receipt in one commit
@@ -591,9 +601,37 @@ class Mediator:
         if not executed:
             final = call.final if call.final.result is D.DENY or call.kept else _denied(call.final, call.final.reason)
             raise ActionDenied(final, receipt_id)
+        if withheld is not None:
+            raise OutputWithheld(withheld, receipt_id)
         if call.tool_error is not None:
             raise call.tool_error
-        return call.output
+        return call.output if call.delivered is _RAW else call.delivered
+
+    def _redact_output(self, call: _Call) -> str | None:
+        """Apply the decision's `redact_output` to what the caller will receive (AARM 4.2 MODIFY).
+
+        The log keeps classifying the output as the tool returned it (what the session has been exposed
+        to, the safer reading); the receipt records what was redacted. Returns why the output must be
+        withheld, when it cannot be redacted.
+        """
+        mods = call.final.modifications
+        labels = mods.get("redact_output") if mods is not None else None
+        failed = call.tool_error
+        if not labels or (failed is not None and not isinstance(failed, ToolFailed)):
+            return None
+        assert call.execution is not None
+        try:
+            redacted, report = redact_output(failed.output if isinstance(failed, ToolFailed) else call.output,
+                                             labels)
+        except Exception as exc:  # fail closed: an output that cannot be inspected is not handed over
+            call.execution["output_redaction"] = {"withheld": True, "reason": f"{type(exc).__name__}: {exc}"}
+            return f"{type(exc).__name__}: {exc}"
+        call.execution["output_redaction"] = report.to_json()
+        if isinstance(failed, ToolFailed):
+            failed.output = redacted
+        else:
+            call.delivered = redacted
+        return None
 
     def _landed(self, call: _Call, *, executed: bool) -> None:
         """Tell dependents this action is finished (and whether it ran), then let them look."""

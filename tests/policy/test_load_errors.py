@@ -108,6 +108,15 @@ def test_modify_without_modifications() -> None:
     )
 
 
+def test_redact_output_labels_are_checked_at_load() -> None:
+    e = err(HEAD + "  - id: r\n    match: {tool: x}\n    action: MODIFY\n"
+            "    modifications: {redact_output: [PII, emails]}\n")
+    assert "rule `r` (policy.yaml:6)" in str(e) and "unknown redact_output label `emails`" in str(e)
+    ok = load_policy_text(HEAD + "  - id: r\n    match: {tool: x}\n    action: MODIFY\n"
+                          "    modifications: {redact_output: [PII, api_key]}\n", source="policy.yaml")
+    assert ok.rules[0].spec.modifications["redact_output"] == ("PII", "api_key")
+
+
 def test_both_spellings_of_one_key() -> None:
     e = err(HEAD + "  - id: r\n    match: {tool: x}\n    action: DENY\n    decision: DENY\n")
     assert "`action` and `decision` both given" in str(e)

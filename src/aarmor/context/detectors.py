@@ -43,10 +43,13 @@ class Detector:
                 return False
         elif not any(h in text for h in self.hint):
             return False
-        for m in self.pattern.finditer(text):
-            if self.validate is None or self.validate(m):
-                return True
-        return False
+        return any(self.validate is None or self.validate(m) for m in self.pattern.finditer(text))
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the validated hits are (for redaction, never for logging)."""
+        if not self.fires(text, any(c.isdigit() for c in text)):
+            return []
+        return [m.span() for m in self.pattern.finditer(text) if self.validate is None or self.validate(m)]
 
 
 def luhn_valid(digits: str) -> bool:

@@ -4,6 +4,8 @@
   creating intermediate objects.
 - `redact: [keys or dotted paths]`: present values become `"[REDACTED]"`; absent paths are skipped.
 - `add_filter: {...}`: sets `params["_aarm_filter"]`.
+- `redact_output: [labels]` does not touch the parameters: the mediator applies it to the tool's output
+  (aarmor.context.output_redaction).
 The input is never mutated; the result is a new `FrozenMap`. Applying twice gives the same result.
 """
 
@@ -49,15 +51,16 @@ def apply_modifications(params: Mapping[str, Any], modifications: Mapping[str, A
     """Return new parameters with `modifications` applied (see the module docstring).
 
     Raises:
-        ValueError: `modifications` has a key other than parameters, params, redact, add_filter.
+        ValueError: `modifications` has a key other than parameters, params, redact, add_filter,
+            redact_output.
     """
     out = thaw(params)
     if not modifications:
         return freeze(out)  # type: ignore[no-any-return]
-    unknown = set(modifications) - {"parameters", "params", "redact", "add_filter"}
+    unknown = set(modifications) - {"parameters", "params", "redact", "add_filter", "redact_output"}
     if unknown:
         raise ValueError(
-            f"unknown modification `{sorted(unknown)[0]}`, expected parameters, redact, add_filter"
+            f"unknown modification `{sorted(unknown)[0]}`, expected parameters, redact, add_filter, redact_output"
         )
     for key in ("parameters", "params"):
         for k, v in (modifications.get(key) or {}).items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aarmor.context.output_redaction import check_output_labels
 from aarmor.errors import PolicyError
 from aarmor.model import Classification, DecisionResult, FrozenMap, RiskLevel, freeze
 from aarmor.policy.conditions import Block, build_block, plain
@@ -66,7 +67,7 @@ _CLASS_DECISIONS = {
 
 
 def _modifications(v: Checker, m: Any, line: int) -> FrozenMap:
-    m = v.keys(m, ("parameters", "redact", "add_filter"), "`modifications`", line)
+    m = v.keys(m, ("parameters", "redact", "add_filter", "redact_output"), "`modifications`", line)
     if not m:
         v.fail("`modifications` is empty (empty means no)", line)
     out: dict[str, Any] = {}
@@ -74,6 +75,11 @@ def _modifications(v: Checker, m: Any, line: int) -> FrozenMap:
         kl = m.key_line(k)
         if k == "redact":
             out[k] = list(v.strings(val, "redact", kl))
+        elif k == "redact_output":
+            try:
+                out[k] = list(check_output_labels(v.strings(val, "redact_output", kl)))
+            except ValueError as exc:
+                v.fail(str(exc), kl)
         elif not isinstance(val, LMap) or not val:
             v.fail(f"`modifications.{k}` must be a non-empty mapping", kl)
         else:
@@ -185,7 +191,7 @@ def validate_rule(r: Any, *, source: str, ctx: OpContext, index: int) -> RuleSpe
         )
     mods = _modifications(v, r["modifications"], kl("modifications")) if "modifications" in r else None
     if decision is DecisionResult.MODIFY and mods is None:
-        v.fail("a MODIFY rule needs `modifications` (parameters, redact or add_filter)", kl("action"))
+        v.fail("a MODIFY rule needs `modifications` (parameters, redact, add_filter or redact_output)", kl("action"))
     effects = None
     if "effect" in r:
         e = v.keys(r["effect"], ("set_context",), "`effect`", kl("effect"))

@@ -10,6 +10,7 @@ Rules:
   rule and the receipt id. STEP_UP and DEFER hold the call; if the client gave a progress token it gets
   a progress notification every `progress_interval` seconds while held.
 - A result with `isError: true` is recorded as a failed execution and passed to the client as it is.
+- A decision's `redact_output` is applied to the result (error results too) before the client sees it.
 - Rug pulls: the first definition (description, schemas, annotations, title) of each tool a session sees
   is its reference; a later `tools/list` that shows another definition is recorded and raised as the
   risk signals `tool_definition_changed` (true) and `changed_tools` (their names) for policy.
@@ -25,7 +26,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aarmor.errors import ActionDenied
+from aarmor.errors import ActionDenied, OutputWithheld, ToolFailed
 from aarmor.normalize import normalize_name, split_tool
 
 from .jsonrpc import INVALID_PARAMS, RemoteError
@@ -33,17 +34,17 @@ from .jsonrpc import INVALID_PARAMS, RemoteError
 if TYPE_CHECKING:  # pragma: no cover
     from .router import Catalog, ClientSession, InFlight
 
-__all__ = ["ToolHandler", "denied_result", "tool_fingerprint"]
+__all__ = ["ToolHandler", "denied_result", "tool_fingerprint", "withheld_result"]
 
 log = logging.getLogger("aarmor.gateway")
 
 
-class ToolReportedError(Exception):
-    """The upstream answered with `isError: true`: executed, failed, and the client gets the result."""
+class ToolReportedError(ToolFailed):
+    """The upstream answered with `isError: true`: executed, failed, and the client gets the result
+    (`output`, after any `redact_output`)."""
 
     def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__(_result_text(result) or "the tool reported an error")
-        self.result = result
+        super().__init__(_result_text(result) or "the tool reported an error", result)
 
 
 def _result_text(result: dict[str, Any]) -> str:
@@ -68,6 +69,14 @@ def denied_result(exc: ActionDenied) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True,
             "_meta": {"aarmor/decision": d.result.value, "aarmor/receipt_id": exc.receipt_id,
                       "aarmor/rule_id": d.rule_id}}
+
+
+def withheld_result(exc: OutputWithheld) -> dict[str, Any]:
+    """The tool result when the call ran but its output could not be redacted as policy requires."""
+    text = (f"aarmor withheld this tool's output: it had to be redacted and could not be ({exc.reason}). "
+            f"The call did run. Receipt: {exc.receipt_id}.")
+    return {"content": [{"type": "text", "text": text}], "isError": True,
+            "_meta": {"aarmor/decision": "MODIFY", "aarmor/receipt_id": exc.receipt_id, "aarmor/withheld": True}}
 
 
 class ToolHandler:
@@ -158,7 +167,10 @@ class ToolHandler:
         except ActionDenied as exc:
             return denied_result(exc)
         except ToolReportedError as exc:
-            return exc.result
+            result: dict[str, Any] = exc.output
+            return result
+        except OutputWithheld as exc:
+            return withheld_result(exc)
         finally:
             if ticker is not None:
                 ticker.cancel()
