@@ -3,8 +3,9 @@
 - `Guard.open(unattended=True)`: nobody will approve or resolve (offline runs, benchmarks), so a STEP_UP or
   DEFER ends at once, not executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER; the receipt
   says so. Without it, the same call waits (and times out as DENY).
-- `session.ainvoke` commits in a worker thread; a caller cancelled while a commit is under way still gets
-  its call recorded to the end, and the event loop keeps serving other sessions meanwhile.
+- `session.ainvoke` commits in a worker thread while other async calls are in flight (alone, inline); a
+  caller cancelled while a commit is under way still gets its call recorded to the end, and the event
+  loop keeps serving other calls meanwhile.
 """
 
 from __future__ import annotations
@@ -115,14 +116,29 @@ class _StalledCommits:
         self._gate.set()
 
 
+async def _held_call(s: Any) -> asyncio.Future[Any]:
+    """Another async call in flight (a STEP_UP waiting for an approver), so commits go to a thread."""
+    held = asyncio.ensure_future(s.ainvoke("transfer", {"amount": 1}, lambda a: "sent"))
+    await asyncio.sleep(0.2)
+    assert not held.done()
+    return held
+
+
+async def _drop(held: asyncio.Future[Any]) -> None:
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+
+
 def test_a_caller_cancelled_during_the_commit_is_still_recorded(make_guard: Callable[..., Any]) -> None:
     """Cancel the awaiting task while its "requested" commit is held up in the store: the commit ends,
     the call is recorded as a DENY with its receipt, and the tool never runs."""
-    guard = make_guard(POLICY)
+    guard = make_guard(POLICY.replace("timeout: 2", "timeout: 30"))
     ran: list[Any] = []
 
     async def main() -> str:
         with guard.session(identity=ALICE) as s:
+            held = await _held_call(s)
             stalled = _StalledCommits(guard.store)
             task = asyncio.ensure_future(s.ainvoke("read", {"q": 1}, ran.append))
             while not stalled.entered.is_set():  # the loop is free while the commit is held up
@@ -133,23 +149,25 @@ def test_a_caller_cancelled_during_the_commit_is_still_recorded(make_guard: Call
             stalled.release()
             with pytest.raises(asyncio.CancelledError):
                 await task
+            await _drop(held)
             return s.session_id
 
     sid = asyncio.run(main())
     assert ran == []
-    receipts = list(guard.store.read_receipts(sid))
+    receipts = [r for r in guard.store.read_receipts(sid) if r.tool == "read"]
     assert len(receipts) == 1
     enforcement = receipts[0].body["enforcement"]
     assert (enforcement["result"], enforcement["executed"]) == ("DENY", False)
     assert "cancelled by the caller before the decision was enforced" in enforcement["reason"]
 
 
-def test_commits_do_not_hold_up_other_sessions(make_guard: Callable[..., Any]) -> None:
+def test_commits_do_not_hold_up_other_calls(make_guard: Callable[..., Any]) -> None:
     """While one call's commit is stuck, other coroutines on the loop keep running."""
-    guard = make_guard(POLICY)
+    guard = make_guard(POLICY.replace("timeout: 2", "timeout: 30"))
 
     async def main() -> int:
         with guard.session(identity=ALICE) as s:
+            held = await _held_call(s)
             stalled = _StalledCommits(guard.store)
             task = asyncio.ensure_future(s.ainvoke("read", {}, lambda a: "done"))
             beats = 0
@@ -159,6 +177,27 @@ def test_commits_do_not_hold_up_other_sessions(make_guard: Callable[..., Any]) -
             assert stalled.entered.is_set() and not task.done()
             stalled.release()
             assert await task == "done"
+            await _drop(held)
             return beats
 
     assert asyncio.run(main()) == 20
+
+
+def test_a_lone_async_call_commits_inline(make_guard: Callable[..., Any]) -> None:
+    """Alone, the commit runs on the caller's thread: no hop, nobody to stall."""
+    guard = make_guard(POLICY)
+    threads: list[int] = []
+    real = guard.store.append_all
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    async def main() -> int:
+        with guard.session(identity=ALICE) as s:
+            guard.store.append_all = spy
+            assert await s.ainvoke("read", {}, lambda a: "done") == "done"
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[:2] == [loop_thread, loop_thread]
