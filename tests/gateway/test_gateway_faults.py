@@ -12,7 +12,8 @@ What each fault really does (see also docs/mcp-gateway.md, "Failing closed"):
   timeout, then refuses it; in both cases later calls work again once the store does.
 - signing key: read once at start; a bad key stops the gateway, and a key file removed while it runs
   changes nothing (the key is in memory).
-- upstream: a server that answers with a broken line or a wrong id never answers the call (xfail below).
+- upstream: when a server answers a call with a broken line or a wrong id, the gateway never answers the
+  client (xfail below: a hang until the client cancels).
 """
 
 from __future__ import annotations
