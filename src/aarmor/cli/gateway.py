@@ -82,13 +82,10 @@ def _run_stdio(gw: Gateway) -> None:
 
 
 def _run_http(gw: Gateway, listen: str) -> None:
-    import uvicorn
-
     url = urllib.parse.urlsplit(listen)
     if url.scheme != "http" or not url.hostname:
         raise fail(f"--listen `{listen}`: expected stdio or http://HOST:PORT/PATH (put TLS in front with a proxy)")
     host, port, path = url.hostname, url.port or 80, url.path or "/mcp"
     loopback = host in ("127.0.0.1", "localhost", "::1")
-    app = gw.http_app(path, loopback=loopback)
     print(f"aarmor gateway: serving MCP on http://{host}:{port}{path}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    gw.serve_http(host, port, path, loopback=loopback)

@@ -5,8 +5,7 @@ Two fronts share `ClientSession` (router.py):
 - Streamable HTTP: many clients, each an MCP session (`Mcp-Session-Id`) with its own upstream connections
   and its own aarmor session. Identity from a configured bearer token (by SHA-256), else from configured
   identity headers, else - only when no token is configured - the `principal`. A session answers only to
-  the credential that opened it. The SDK's server transport handles the HTTP framing (POST, SSE, GET
-  stream, DELETE); the gateway feeds it plain messages.
+  the credential that opened it. The HTTP framing (POST, SSE, GET stream, DELETE) is http_front.py.
 
 The user's original request reaches the session at `initialize`: `params._meta["aarmor/original_request"]`
 or the `X-Aarmor-Original-Request` header (percent-encoded UTF-8) on the initialize POST. A delegation
@@ -17,14 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import signal
 import sys
-import urllib.parse
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,14 +28,12 @@ from aarmor.errors import InputError
 from aarmor.model import DelegationLink, Identity
 
 from .jsonrpc import (
-    METHOD_NOT_FOUND,
     PARSE_ERROR,
     LineTooLong,
     Message,
     RemoteError,
     dumps,
     error,
-    loads,
     read_messages,
 )
 from .router import ClientSession
@@ -54,8 +47,6 @@ log = logging.getLogger("aarmor.gateway")
 ORIGINAL_REQUEST_META = "aarmor/original_request"
 DELEGATION_META = "aarmor/delegation"
 ORIGINAL_REQUEST_HEADER = "x-aarmor-original-request"
-#: the body of a POST that opens an HTTP session is read whole to check it is `initialize`
-_MAX_OPENING_BODY = 4 * 1024 * 1024
 
 
 def identity_from(fields: tuple[tuple[str, Any], ...] | dict[str, Any], **defaults: Any) -> Identity:
@@ -148,185 +139,28 @@ class Gateway:
 
     # --- Streamable HTTP front ------------------------------------------------------------------
     def http_app(self, path: str = "/mcp", *, loopback: bool = True) -> Any:
-        """A Starlette app serving the MCP endpoint at `path` (POST, GET and DELETE)."""
+        """A Starlette app serving the MCP endpoint at `path` (POST, GET and DELETE; see http_front.py).
+
+        `app.state.front` is the endpoint, for a server that must end its sessions before stopping.
+        """
         from starlette.applications import Starlette
         from starlette.routing import Route
 
-        front = _HttpFront(self, loopback=loopback)
+        from .http_front import HttpFront
+
+        front = HttpFront(self, loopback=loopback)
 
         @contextlib.asynccontextmanager
         async def lifespan(_app: Any) -> AsyncIterator[None]:
             async with front.running():
                 yield
 
-        class _Endpoint:  # a raw ASGI endpoint: the SDK transport writes the response itself
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                await front.handle(scope, receive, send)
+        app = Starlette(routes=[Route(path, front, methods=["GET", "POST", "DELETE"])], lifespan=lifespan)
+        app.state.front = front
+        return app
 
-        return Starlette(routes=[Route(path, _Endpoint(), methods=["GET", "POST", "DELETE"])],
-                         lifespan=lifespan)
+    def serve_http(self, host: str, port: int, path: str = "/mcp", *, loopback: bool = True) -> None:
+        """Serve Streamable HTTP at http://host:port/path under uvicorn until SIGINT or SIGTERM."""
+        from .http_front import serve
 
-
-class _HttpFront:
-    def __init__(self, gw: Gateway, *, loopback: bool) -> None:
-        self.gw = gw
-        self._loopback = loopback
-        self._sessions: dict[str, tuple[Any, str]] = {}  # session id -> (transport, credential digest)
-        self._tg: Any = None
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        import anyio
-
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                yield
-            finally:
-                for transport, _ in list(self._sessions.values()):
-                    with contextlib.suppress(Exception):
-                        await transport.terminate()
-                tg.cancel_scope.cancel()
-
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        from starlette.requests import Request
-
-        request = Request(scope, receive)
-        try:
-            identity, credential = self._authenticate(request)
-        except PermissionError as exc:
-            await _json_error(send, 401, str(exc), headers=[(b"www-authenticate", b'Bearer realm="aarmor"')])
-            return
-        sid = request.headers.get("mcp-session-id")
-        if sid is not None:
-            entry = self._sessions.get(sid)
-            if entry is None or entry[1] != credential:  # another credential's session looks like none
-                await _json_error(send, 404, "Session not found")
-                return
-            transport = entry[0]
-            await transport.handle_request(scope, receive, send)
-            if transport.is_terminated:
-                self._sessions.pop(sid, None)
-            return
-        if request.method != "POST":
-            await _json_error(send, 400, "Bad Request: no Mcp-Session-Id; open a session with initialize")
-            return
-        body = await _read_body(receive, _MAX_OPENING_BODY)
-        if body is None:
-            await _json_error(send, 413, f"opening request over {_MAX_OPENING_BODY} bytes")
-            return
-        try:
-            msg = loads(body)
-        except RemoteError as exc:
-            await _json_error(send, 400, exc.message, code=exc.code)
-            return
-        if msg.get("method") != "initialize":
-            code = METHOD_NOT_FOUND if msg.get("method") == "server/discover" else -32600
-            await _json_error(send, 400 if code != METHOD_NOT_FOUND else 200,
-                              "this gateway speaks the initialize handshake: send initialize first",
-                              code=code, rid=msg.get("id"))
-            return
-        original = request.headers.get(ORIGINAL_REQUEST_HEADER)
-        if original is not None:
-            original = urllib.parse.unquote(original)
-        await self._open(scope, _replay(body, receive), send, identity, credential, original)
-
-    def _authenticate(self, request: Any) -> tuple[Identity, str]:
-        cfg = self.gw.config
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
-            for tok in cfg.tokens:
-                if tok.sha256 == digest:
-                    return identity_from(tok.identity), "token:" + digest
-            raise PermissionError("unknown bearer token")
-        if cfg.identity_headers:
-            fields = {level: request.headers.get(header) for level, header in cfg.identity_headers}
-            if any(fields.values()):
-                return identity_from({k: v for k, v in fields.items() if v}), "headers:" + json.dumps(
-                    fields, sort_keys=True)
-        if cfg.tokens:
-            raise PermissionError("a bearer token is required")
-        return self.gw.stdio_identity(), "principal"
-
-    async def _open(self, scope: Any, receive: Any, send: Any, identity: Identity, credential: str,
-                    original: str | None) -> None:
-        import anyio
-        from mcp.server.streamable_http import StreamableHTTPServerTransport
-        from mcp.server.transport_security import TransportSecuritySettings
-        from mcp.shared.message import ServerMessageMetadata, SessionMessage
-        from mcp_types import jsonrpc_message_adapter
-
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        ) if self._loopback else None
-        sid = uuid.uuid4().hex
-        transport = StreamableHTTPServerTransport(mcp_session_id=sid, security_settings=security)
-        self._sessions[sid] = (transport, credential)
-
-        async def run(*, task_status: Any) -> None:
-            async with transport.connect() as (read, write):
-                task_status.started()
-
-                async def to_client(msg: Message, related: Any) -> None:
-                    meta = ServerMessageMetadata(related_request_id=related) if related is not None else None
-                    with contextlib.suppress(Exception):
-                        await write.send(SessionMessage(jsonrpc_message_adapter.validate_python(msg),
-                                                        metadata=meta))
-
-                cs = ClientSession(self.gw, to_client, identity=identity, original_request=original,
-                                   transport="http")
-                try:
-                    async for item in read:
-                        if isinstance(item, Exception):
-                            continue
-                        await cs.on_client_message(item.message.model_dump(mode="json", by_alias=True,
-                                                                           exclude_unset=True))
-                except (anyio.ClosedResourceError, anyio.EndOfStream):
-                    pass  # the session was terminated (DELETE, or the gateway shutting down)
-                finally:
-                    self._sessions.pop(sid, None)
-                    await cs.close()
-
-        assert self._tg is not None
-        await self._tg.start(run)
-        await transport.handle_request(scope, receive, send)
-
-
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def again() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
-
-
-async def _json_error(send: Any, status: int, message: str, *, code: int = -32600, rid: Any = None,
-                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = dumps(error(rid, code, message))
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+        serve(self, host, port, path, loopback=loopback)

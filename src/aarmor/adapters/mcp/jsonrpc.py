@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = [
     "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "PARSE_ERROR",
-    "UPSTREAM_UNAVAILABLE", "LineTooLong", "Message", "RemoteError", "dumps", "error", "is_notification",
+    "UPSTREAM_UNAVAILABLE", "LineTooLong", "Message", "RemoteError", "check", "dumps", "error", "is_notification",
     "is_request",
     "is_response", "loads", "obj", "read_messages", "result",
 ]
@@ -78,6 +78,15 @@ def loads(raw: bytes | str) -> Message:
         m = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RemoteError(PARSE_ERROR, f"parse error: {exc}") from None
+    return check(m)
+
+
+def check(m: Any) -> Message:
+    """`m` (decoded JSON) if it is one JSON-RPC 2.0 message.
+
+    Raises:
+        RemoteError: INVALID_REQUEST, saying what is wrong.
+    """
     if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
         raise RemoteError(INVALID_REQUEST, "invalid request: expected one JSON-RPC 2.0 object")
     if "method" in m and not isinstance(m["method"], str):
@@ -87,7 +96,7 @@ def loads(raw: bytes | str) -> Message:
     return m
 
 
-def dumps(m: Message) -> bytes:
+def dumps(m: Message | list[Message]) -> bytes:
     return json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
