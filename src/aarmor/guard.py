@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aarmor.approvals.service import ApprovalDesk
 from aarmor.canonical import format_ts
 from aarmor.config import Config, load_config
-from aarmor.context import Classifier, SessionContext
+from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
@@ -144,6 +144,7 @@ class Guard:
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
             levels=config.classification.levels, unclassified=config.classification.unclassified,
             limits=config.limits)
+        self._signals = SignalConfig(internal_domains=tuple(d.lower().strip(".") for d in config.internal_domains))
         #: STEP_UP requests: decided through `guard.approvals.decide` (CLI, HTTP API, page)
         self.approvals = ApprovalDesk(self.store, config.approvals, clock=clock)
         self._notifications = _notifications(config, self.approvals.record_delivery)
@@ -215,15 +216,15 @@ class Guard:
         identity = dataclasses.replace(identity, session=sid)
         now = self._clock()
         if session_id is not None and self.store.log_head(sid) is not None:
-            ctx = SessionContext.resume(self.store, sid, classifier=self.classifier,
-                                        window=self.config.limits.max_window)
+            ctx = self._resume(sid)
             if ctx.ended:
                 raise InputError(f"session `{sid}` has ended; start a new session")
         else:
             ctx = SessionContext.start(self.store, session_id=sid, identity=identity,
                                        original_request=original_request,
                                        intent_classification=intent_classification, tools=specs, now=now,
-                                       classifier=self.classifier, window=self.config.limits.max_window)
+                                       classifier=self.classifier, window=self.config.limits.max_window,
+                                       limits=self.config.limits, signals=self._signals)
         state = SessionState(sid, identity, ctx)
         head = self.store.receipt_head(sid)
         if head is not None:
@@ -262,10 +263,13 @@ class Guard:
                     done.append(receipt)
         return done
 
+    def _resume(self, sid: str) -> SessionContext:
+        return SessionContext.resume(self.store, sid, classifier=self.classifier,
+                                     window=self.config.limits.max_window, limits=self.config.limits,
+                                     signals=self._signals)
+
     def _state(self, sid: str, identity: Identity) -> SessionState:
-        ctx = SessionContext.resume(self.store, sid, classifier=self.classifier,
-                                    window=self.config.limits.max_window)
-        state = SessionState(sid, identity, ctx)
+        state = SessionState(sid, identity, self._resume(sid))
         head = self.store.receipt_head(sid)
         if head is not None:
             state.receipt_seq, state.receipt_head = head

@@ -721,6 +721,9 @@ class Mediator:
         )
         body["enforcement"] = {"result": call.final.result.value, "executed": call.execution is not None,
                                "reason": call.final.reason, "identity_flag": call.flag}
+        findings = call.snapshot.risk_signals.get("provenance_findings") if call.snapshot is not None else None
+        if findings:  # which argument came from which earlier output (argument paths, never values)
+            body["context"]["provenance"] = thaw(findings)
         return body
 
     def _commit(self, call: _Call, *, kind: str, stage: Callable[[Any], None]) -> str:

@@ -13,7 +13,11 @@ def test_signals_of_a_fresh_session_are_populated(store: Store, classifier: Clas
     sig = start(store, classifier).snapshot(T0).risk_signals
     assert dict(sig) == {"classification_escalation": False, "max_classification_level": -1,
                          "sensitive_read": False, "chain_length": 0, "velocity": 0,
-                         "injection_suspected": False, "injection_indicators": (), "injection_sources": ()}
+                         "injection_suspected": False, "injection_indicators": (), "injection_sources": (),
+                         "argument_from_untrusted_source": False, "untrusted_arguments": (),
+                         "untrusted_value_kinds": (), "untrusted_sources": (), "untrusted_source_injected": False,
+                         "external_destination": False, "sensitive_data_to_external_sink": False,
+                         "sensitive_arguments": (), "provenance_complete": True, "provenance_findings": ()}
 
 
 def test_sensitive_read_escalates_classification(store: Store, classifier: Classifier) -> None:

@@ -21,6 +21,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ from . import entries as E
 from .chain import make_record, verify_chain
 from .classify import Classifier, OutputText
 from .injection import scan_injection
+from .provenance import MAX_TRACKED_PER_OUTPUT, scan_text
 from .signals import DEFAULT_SIGNALS, SignalConfig
 from .window import SessionState
 
@@ -402,8 +404,29 @@ class SessionContext:
                       error: BaseException | None, effects: Any) -> tuple[dict[str, Any], frozenset[str]]:
         self._check_action(action)
         oc = self.classifier.classify(action, output, executed=executed, effects=effects)
-        return E.outcome_body(action, executed, success, oc, error, self._injection(oc.output, executed, error)), \
-            oc.labels
+        return E.outcome_body(action, executed, success, oc, error, self._injection(oc.output, executed, error),
+                              self._provenance(action, oc.output, executed, error)), oc.labels
+
+    def _provenance(self, action: Action, view: OutputText | None, executed: bool,
+                    error: BaseException | None) -> dict[str, Any] | None:
+        """Fingerprints of the values a tool's output (or error message) brought into the session."""
+        if not executed:
+            return None
+        found = scan_text(view.text, max_chars=self.limits.max_scan_bytes) if view is not None and view.text \
+            else []
+        if error is not None:
+            with contextlib.suppress(Exception):
+                found += scan_text(str(error), max_chars=self.limits.max_scan_bytes)
+        if not found:
+            return None
+        values = sorted({v.fp for v in found})
+        sensitive = sorted({v.fp for v in found if v.sensitive})
+        body: dict[str, Any] = {"trusted": self.classifier.is_trusted(action),
+                                "values": values[:MAX_TRACKED_PER_OUTPUT],
+                                "sensitive": sensitive[:MAX_TRACKED_PER_OUTPUT]}
+        if len(values) > MAX_TRACKED_PER_OUTPUT:
+            body["truncated"] = True  # the rest is not tracked: the window reports provenance incomplete
+        return body
 
     def _injection(self, view: OutputText | None, executed: bool, error: BaseException | None) -> set[str]:
         """Indicator kinds in what the tool returned: its output text and, if it raised, its error message

@@ -145,7 +145,7 @@ class Classifier:
     `unclassified` the level of output that nothing classifies (AARM R2: the highest by default).
     """
 
-    __slots__ = ("_cat", "_declared", "_detectors", "_rank", "levels", "limits", "unclassified")
+    __slots__ = ("_cat", "_declared", "_detectors", "_rank", "_trusted", "levels", "limits", "unclassified")
 
     def __init__(self, *, declared: Mapping[str, Iterable[str]] | None = None, trusted: Iterable[str] = (),
                  levels: Iterable[str] = DEFAULT_LEVELS, unclassified: str | None = None,
@@ -182,9 +182,11 @@ class Classifier:
             cat[c.upper()] = level
         self._cat = cat
         decl: dict[str, frozenset[str]] = {}
+        self._trusted: frozenset[str] = frozenset()
         try:
-            for name in trusted:
-                decl[normalize_name(name, what="trusted tool name")] = frozenset()
+            self._trusted = frozenset(normalize_name(name, what="trusted tool name") for name in trusted)
+            for name in self._trusted:
+                decl[name] = frozenset()
             for name, labels in (declared or {}).items():
                 decl[normalize_name(name, what="declared tool name")] = check_labels(
                     labels, what=f"tool `{name}` returns")
@@ -238,6 +240,11 @@ class Classifier:
 
     def is_declared(self, action: Action) -> bool:
         return action.name in self._declared or action.tool in self._declared
+
+    def is_trusted(self, action: Action) -> bool:
+        """The tool is declared trusted (`tools: {name: {trusted: true}}`): its outputs are not a source
+        of untrusted values for provenance."""
+        return action.name in self._trusted or action.tool in self._trusted
 
     # --- classification ------------------------------------------------------------------------
     def classify(self, action: Action, output: Any, *, executed: bool = True,

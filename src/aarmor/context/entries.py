@@ -119,7 +119,8 @@ def error_json(error: BaseException | None) -> dict[str, str] | None:
 
 
 def outcome_body(action: Action, executed: bool, success: bool | None, oc: OutputClass,
-                 error: BaseException | None, injection: Iterable[str] = ()) -> dict[str, Any]:
+                 error: BaseException | None, injection: Iterable[str] = (),
+                 provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     if not isinstance(executed, bool) or (success is not None and not isinstance(success, bool)):
         raise InputError(f"executed must be a bool and success a bool or None, found `{executed!r}`, "
                          f"`{success!r}`")
@@ -144,6 +145,8 @@ def outcome_body(action: Action, executed: bool, success: bool | None, oc: Outpu
     kinds = sorted(injection)
     if kinds:  # INVARIANT: absent when none, so older entries keep their hash and meaning
         body["injection"] = kinds
+    if provenance:  # the same: absent when the output held no value to track
+        body["provenance"] = provenance
     return body
 
 

@@ -21,6 +21,16 @@ field), except `scope_expansion` (only when the session declared a tool catalogu
   (`aarmor.context.injection`); false when none did.
 - `injection_indicators` (sorted list of str): the indicator kinds seen in the session's tool outputs.
 - `injection_sources` (sorted list of str): the tools (`tool.operation`) whose outputs carried them.
+- Provenance of the action's arguments (`aarmor.context.provenance`; all false or empty for a snapshot
+  taken without an action): `argument_from_untrusted_source` (bool), `untrusted_arguments` (argument
+  paths), `untrusted_value_kinds` (email, domain, url, iban, account, phone, amount, path, secret),
+  `untrusted_sources` (the `tool.operation` whose output first held them), `untrusted_source_injected`
+  (one of those outputs carried injection indicators), `external_destination` (an argument names an
+  e-mail address, URL or domain outside `internal_domains`), `sensitive_data_to_external_sink` (that,
+  and an argument carries a sensitive value seen in a tool output and not in the user's request),
+  `sensitive_arguments`, `provenance_complete` (false once a session's tracking limit was reached), and
+  `provenance_findings` (a list of {argument, kind, source_action, source_tool[, sensitive]}, recorded
+  in receipts).
 
 Doors may add their own signals (`SessionContext.record_signal`); those names may not be any of the
 derived names above (`DERIVED_SIGNAL_NAMES`), so a door can never mask or forge a derived signal.
@@ -41,6 +51,10 @@ DERIVED_SIGNAL_NAMES = frozenset({
     "classification_escalation", "max_classification_level", "sensitive_read", "chain_length",
     "chain_length_exceeded", "velocity", "velocity_anomaly", "scope_expansion", "out_of_scope_actions",
     "injection_suspected", "injection_indicators", "injection_sources",
+    # aarmor.context.provenance
+    "argument_from_untrusted_source", "untrusted_arguments", "untrusted_value_kinds", "untrusted_sources",
+    "untrusted_source_injected", "external_destination", "sensitive_data_to_external_sink",
+    "sensitive_arguments", "provenance_complete", "provenance_findings",
 })
 
 
@@ -53,6 +67,8 @@ class SignalConfig:
     velocity_window_seconds: float = 60.0
     velocity_limit: int | None = None
     chain_length_limit: int | None = None
+    #: domains (and their subdomains) that are not an external destination for provenance
+    internal_domains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.velocity_window_seconds > 0:

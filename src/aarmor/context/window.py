@@ -20,6 +20,7 @@ Rules this module enforces:
 from __future__ import annotations
 
 import bisect
+import json
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,7 @@ from aarmor.store.records import LogRecord
 
 from . import entries as E
 from .classify import Classifier
+from .provenance import ProvenanceIndex
 from .signals import SignalConfig, derive_signals
 
 __all__ = ["SessionState"]
@@ -69,6 +71,7 @@ class SessionState:
         self._injection_sources: set[str] = set()
         self._c_injection: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
         self._door: dict[str, Any] = {}
+        self.provenance = ProvenanceIndex()
         self._c_prior: tuple[PriorAction, ...] | None = ()
         self._c_labels: frozenset[str] | None = frozenset()
         self._c_values: FrozenMap | None = FrozenMap()
@@ -102,6 +105,7 @@ class SessionState:
             elif rec.kind == E.CONTEXT_VALUE:
                 self._values[str(body["name"])] = freeze(body["value"])
                 self._c_values = None
+                self.provenance.trust_text(json.dumps(body["value"], ensure_ascii=False))
             elif rec.kind == E.SIGNAL:
                 self._signal(body)
             elif rec.kind == E.SESSION_END:
@@ -113,6 +117,8 @@ class SessionState:
     def _start(self, rec: LogRecord, body: dict[str, Any]) -> None:
         self.started_at = parse_ts(rec.recorded_at)
         self.original_request = body.get("original_request")
+        if isinstance(self.original_request, str):
+            self.provenance.trust_text(self.original_request)
         self.intent_classification = body.get("intent_classification")
         tools = body.get("tools")
         if tools:  # None or empty: no catalogue was given, so no scope_expansion signal
@@ -168,6 +174,12 @@ class SessionState:
                     self._injection_sources.add(source)
                 self._c_injection = None
         aid = str(body["action_id"])
+        prov = body.get("provenance")
+        if prov:
+            if not isinstance(prov, dict):
+                raise ValueError(f"`provenance` must be an object, found `{prov!r}`")
+            tool, op = str(body["tool"]), str(body.get("operation") or "")
+            self.provenance.add_output(aid, f"{tool}.{op}" if op else tool, prov, injected=bool(kinds))
         old = self._prior.get(aid)
         if old is not None:
             self._prior[aid] = PriorAction(
@@ -219,6 +231,8 @@ class SessionState:
             out_of_scope=self.out_of_scope if self.catalogue is not None else None,
             current_out_of_scope=current_oos, config=self.signals, injection_kinds=self._c_injection[0],
             injection_sources=self._c_injection[1])
+        signals.update(self.provenance.signals(action.parameters if action is not None else None,
+                                               self.signals.internal_domains))
         if self._door:
             signals = {**self._door, **signals}  # derived names are refused for door signals; never shadowed
         levels = self.classifier.levels
