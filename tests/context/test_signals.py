@@ -17,7 +17,8 @@ def test_signals_of_a_fresh_session_are_populated(store: Store, classifier: Clas
                          "argument_from_untrusted_source": False, "untrusted_arguments": (),
                          "untrusted_value_kinds": (), "untrusted_sources": (), "untrusted_source_injected": False,
                          "external_destination": False, "sensitive_data_to_external_sink": False,
-                         "sensitive_arguments": (), "provenance_complete": True, "provenance_findings": ()}
+                         "sensitive_arguments": (), "provenance_complete": True, "provenance_findings": (),
+                         "session_risk": 0.0, "session_risk_factors": ()}
 
 
 def test_sensitive_read_escalates_classification(store: Store, classifier: Classifier) -> None:

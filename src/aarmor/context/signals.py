@@ -32,6 +32,9 @@ field), except `scope_expansion` (only when the session declared a tool catalogu
   `provenance_findings` (a list of {argument, kind, source_action, source_tool[, sensitive]}, recorded
   in receipts).
 
+- `session_risk` (float in [0, 1]) and `session_risk_factors` (sorted list): the compositional risk of
+  the session plus the action (`aarmor.context.risk`: a noisy-OR of documented factors, not a sum).
+
 Doors may add their own signals (`SessionContext.record_signal`); those names may not be any of the
 derived names above (`DERIVED_SIGNAL_NAMES`), so a door can never mask or forge a derived signal.
 
@@ -55,6 +58,8 @@ DERIVED_SIGNAL_NAMES = frozenset({
     "argument_from_untrusted_source", "untrusted_arguments", "untrusted_value_kinds", "untrusted_sources",
     "untrusted_source_injected", "external_destination", "sensitive_data_to_external_sink",
     "sensitive_arguments", "provenance_complete", "provenance_findings",
+    # aarmor.context.risk
+    "session_risk", "session_risk_factors",
 })
 
 

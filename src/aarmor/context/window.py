@@ -34,6 +34,7 @@ from aarmor.store.records import LogRecord
 from . import entries as E
 from .classify import Classifier
 from .provenance import ProvenanceIndex
+from .risk import session_risk
 from .signals import SignalConfig, derive_signals
 
 __all__ = ["SessionState"]
@@ -235,6 +236,7 @@ class SessionState:
                                                self.signals.internal_domains))
         if self._door:
             signals = {**self._door, **signals}  # derived names are refused for door signals; never shadowed
+        signals["session_risk"], signals["session_risk_factors"] = session_risk(signals)
         levels = self.classifier.levels
         return ContextSnapshot(
             session_id=self.session_id,

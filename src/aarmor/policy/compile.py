@@ -89,6 +89,7 @@ class CompiledRule:
     spec: RuleSpec
     target: TargetMatcher
     program: Any  # cel.Program | None
+    after: TargetMatcher | None = None
 
     @property
     def id(self) -> str:
@@ -105,6 +106,8 @@ class CompiledRule:
                     return Outcome.NOMATCH, None
                 if r == UNKNOWN:
                     unknown += (c.path,)
+            if s.after is not None and not self.followed(facts):
+                return Outcome.NOMATCH, None
             if s.constraints and not any(self.violated(k, facts) for k in s.constraints):
                 return Outcome.NOMATCH, None
             if self.program is not None:
@@ -123,6 +126,23 @@ class CompiledRule:
         if s.threshold is not None and conf is not None and conf < s.threshold:
             return Outcome.LOW_CONFIDENCE, s.threshold
         return Outcome.MATCH, None
+
+    def followed(self, facts: Facts) -> bool:
+        """`after:` holds: one of the last `within` prior actions executed and matches it (a sequence)."""
+        seq = self.spec.after
+        assert seq is not None and self.after is not None
+        recent = facts.snapshot.prior_actions[-seq.within:]
+        for p in reversed(recent):
+            if not p.executed:
+                continue
+            if seq.window is not None and not 0 <= (facts.now - p.timestamp).total_seconds() <= seq.window:
+                continue
+            if (seq.tools or seq.operations) and not self.after.matches(p.tool, p.operation):
+                continue
+            if seq.labels and not p.classifications & set(seq.labels):
+                continue
+            return True
+        return False
 
     def violated(self, c: Constraint, facts: Facts) -> bool:
         """True when constraint `c` is violated (AARM 9.2: the rule fires on violation)."""
@@ -162,6 +182,7 @@ class PolicySet:
     alignment_threshold: float
     context_approvers: tuple[str, ...]
     confidence_threshold: float
+    risk_threshold: float | None
     rules: tuple[CompiledRule, ...]
     boundaries: FrozenMap  # intent -> Boundary
     re_validation: FrozenMap | None
@@ -226,14 +247,18 @@ def _compile_rule(spec: RuleSpec) -> CompiledRule:
             raise PolicyError(
                 f"invalid CEL in `when`: {first}", file=spec.source, rule_id=spec.id, line=spec.when_line
             ) from exc
-    return CompiledRule(spec, TargetMatcher(tools, ops), program)
+    after = None
+    if spec.after is not None:
+        after = TargetMatcher(tuple(_norm_pattern(t, "tool name", spec) for t in spec.after.tools),
+                              tuple(_norm_pattern(o, "operation", spec) for o in spec.after.operations))
+    return CompiledRule(spec, TargetMatcher(tools, ops), program, after)
 
 
 def _merge_headers(parts: list[Part]) -> Header:
     first = parts[0].header
     if len(parts) == 1:
         return first
-    for k in ("alignment_threshold", "confidence_threshold"):
+    for k in ("alignment_threshold", "confidence_threshold", "risk_threshold"):
         vals = {getattr(p.header, k) for p in parts}
         if len(vals) > 1:
             raise PolicyError(
@@ -255,6 +280,7 @@ def _merge_headers(parts: list[Part]) -> Header:
         alignment_threshold=first.alignment_threshold,
         context_approvers=tuple(dict.fromkeys(a for p in parts for a in p.header.context_approvers)),
         confidence_threshold=first.confidence_threshold,
+        risk_threshold=first.risk_threshold,
     )
 
 
@@ -318,6 +344,8 @@ def compile_policy(parts: list[Part], *, set_id: str | None = None) -> PolicySet
             "alignment_threshold": head.alignment_threshold,
             "context_approvers": list(head.context_approvers),
             "confidence_threshold": head.confidence_threshold,
+            # only when set, so existing policies keep their hash
+            **({"risk_threshold": head.risk_threshold} if head.risk_threshold is not None else {}),
         },
         "rules": [c.spec.to_json() for c in sorted(compiled, key=lambda c: c.spec.id)],
         "intent_boundaries": {i: b for p in parts for i, b in p.boundaries.items()},
@@ -341,6 +369,7 @@ def compile_policy(parts: list[Part], *, set_id: str | None = None) -> PolicySet
         alignment_threshold=head.alignment_threshold,
         context_approvers=head.context_approvers,
         confidence_threshold=head.confidence_threshold,
+        risk_threshold=head.risk_threshold,
         rules=compiled,
         boundaries=FrozenMap(bounds),
         re_validation=revals[0] if revals else None,

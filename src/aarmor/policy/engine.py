@@ -4,7 +4,8 @@ It implements the AARM 2.4 reference procedure in its normative order (the combi
 per step, is in docs/adr/0001-pdp-combining.md):
 
 0. an erroring candidate rule -> DENY with the error (fail closed; a weaker rule never wins)
-1. forbidden -> DENY                      2. compositional risk (context_dependent_deny, intent) -> DENY
+1. forbidden -> DENY                      2. compositional risk (context_dependent_deny rules, the session
+                                             risk above `risk_threshold`, intent boundaries) -> DENY
 3. static resolution (highest priority, else the default posture) -> baseline
 4. uncertainty -> DEFER (a matched DEFER rule; R3 triggers unpopulated_context, same_priority_conflict,
    low_confidence)
@@ -249,6 +250,16 @@ def _evaluate(
     # AARM 2.4 step 2: compositional risk -> DENY (context_dependent_deny rules, intent boundaries).
     if cd_deny is not None:
         return _cached(policy, ("cd_deny", *sig), lambda: ctx.from_rules([cd_deny]))
+    rho, risk = policy.risk_threshold, snapshot.risk_signals.get("session_risk")
+    if rho is not None and isinstance(risk, int | float) and not isinstance(risk, bool) and risk > rho:
+        factors = snapshot.risk_signals.get("session_risk_factors") or ()
+        return ctx.make(
+            DENY,
+            f"compositional risk {risk:.2f} is above the policy's risk_threshold {rho:g} "
+            f"({', '.join(factors) or 'no factor named'})",
+            rule_id="compositional_risk",
+            classification=CD_DENY,
+        )
     intent = snapshot.intent_classification
     bound: Boundary | None = policy.boundaries.get(intent.casefold()) if intent else None
     if (

@@ -33,6 +33,22 @@ class Constraint:
 
 
 @dataclass(frozen=True, slots=True)
+class Sequence:
+    """`after:` - the rule applies only if one of the session's last `within` actions (and, with `window`,
+    within that many seconds) executed and matches these tool/operation patterns and output labels."""
+
+    tools: tuple[str, ...] = ()
+    operations: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    within: int = 10
+    window: float | None = None
+
+    def to_json(self) -> Any:
+        return {"tools": sorted(self.tools), "operations": sorted(self.operations), "labels": sorted(self.labels),
+                "within": self.within, "window": self.window}
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSpec:
     id: str
     name: str
@@ -59,6 +75,7 @@ class RuleSpec:
     re_validation: FrozenMap | None
     source: str
     line: int
+    after: Sequence | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical normalised form (hashed into the policy hash)."""
@@ -85,6 +102,8 @@ class RuleSpec:
             "constraints": [c.to_json() for c in self.constraints],
             "when": self.when,
             "re_validation": plain(self.re_validation),
+            # only when set, so the hash of every policy without `after` is what it was
+            **({"after": self.after.to_json()} if self.after is not None else {}),
         }
 
 
@@ -99,3 +118,5 @@ class Header:
     alignment_threshold: float
     context_approvers: tuple[str, ...]
     confidence_threshold: float
+    #: AARM 2.4 step 2: a session risk above this is DENY (None: no compositional threshold)
+    risk_threshold: float | None = None

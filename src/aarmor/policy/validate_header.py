@@ -33,6 +33,7 @@ HEADER_KEYS = (
     "alignment_threshold",
     "context_approvers",
     "confidence_threshold",
+    "risk_threshold",
 )
 
 
@@ -86,7 +87,9 @@ def validate_header(doc: LMap, *, source: str, stem: str, internal_domains: tupl
     conf = v.number(conf, "confidence_threshold", line, 0.0, 1.0)
     appr, line = get("context_approvers", None)
     approvers = v.strings(appr, "context_approvers", line) if appr is not None else ()
-    return Header(pid.strip(), str(ver), desc, default, dflt is not None, doms, tau, approvers, conf)
+    rho, line = get("risk_threshold", None)
+    rho = v.number(rho, "risk_threshold", line, 0.0, 1.0) if rho is not None else None
+    return Header(pid.strip(), str(ver), desc, default, dflt is not None, doms, tau, approvers, conf, rho)
 
 
 def validate_boundaries(doc: LMap, *, source: str) -> dict[str, dict[str, Any]]:

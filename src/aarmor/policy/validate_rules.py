@@ -23,7 +23,7 @@ from aarmor.policy.conditions import Block, build_block, plain
 from aarmor.policy.domains import domain_list
 from aarmor.policy.operators import OpContext, OperatorArgError
 from aarmor.policy.parse import LMap, line_of
-from aarmor.policy.specs import Constraint, RuleSpec
+from aarmor.policy.specs import Constraint, RuleSpec, Sequence
 from aarmor.policy.validate_fields import Checker, re_validation
 
 __all__ = ["RULE_KEYS", "validate_rule"]
@@ -51,6 +51,7 @@ RULE_KEYS = (
     "effect",
     "re_validation",
     "context_needed",
+    "after",
 )
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -111,6 +112,31 @@ def _constraints(v: Checker, m: Any, line: int) -> tuple[Constraint, ...]:
                 v.fail("`rate.window` must be positive", r.key_line("window"))
             out.append(Constraint("rate", max=mx, window=win))
     return tuple(out)
+
+
+_LABEL = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def _after(v: Checker, a: Any, line: int) -> Sequence:
+    a = v.keys(a, ("tool", "operation", "data_classification", "within", "window"), "`after`", line)
+    tools = v.strings(a["tool"], "after.tool", a.key_line("tool")) if "tool" in a else ()
+    ops = v.strings(a["operation"], "after.operation", a.key_line("operation")) if "operation" in a else ()
+    labels = (v.strings(a["data_classification"], "after.data_classification", a.key_line("data_classification"))
+              if "data_classification" in a else ())
+    for lab in labels:
+        if not _LABEL.fullmatch(lab):
+            v.fail(f"`after.data_classification` label `{lab}` must be upper-case, like PII or CREDENTIALS",
+                   a.key_line("data_classification"))
+    if not (tools or ops or labels):
+        v.fail("`after` needs `tool`, `operation` or `data_classification` (what the earlier action was)", line)
+    within = a.get("within", 10)
+    if not isinstance(within, int) or isinstance(within, bool) or not 1 <= within <= 100:
+        v.fail(f"`after.within` must be an integer from 1 to 100 (actions back), found `{within!r}`",
+               a.key_line("within"))
+    window = v.duration(a["window"], "after.window", a.key_line("window")) if "window" in a else None
+    if window is not None and window <= 0:
+        v.fail("`after.window` must be positive", a.key_line("window"))
+    return Sequence(tuple(tools), tuple(ops), tuple(labels), within, window)
 
 
 def validate_rule(r: Any, *, source: str, ctx: OpContext, index: int) -> RuleSpec:
@@ -219,7 +245,8 @@ def validate_rule(r: Any, *, source: str, ctx: OpContext, index: int) -> RuleSpe
                 f"({ctx.limits.max_cel_length})",
                 kl("when"),
             )
-    if not (block.tools or block.operations or block.conditions or cons or when):
+    after = _after(v, r["after"], kl("after")) if "after" in r else None
+    if not (block.tools or block.operations or block.conditions or cons or when or after):
         v.fail('rule has no conditions; write `match: {tool: "*"}` to apply it to every action', r.line)
     rv = re_validation(v, r["re_validation"], kl("re_validation")) if "re_validation" in r else None
     return RuleSpec(
@@ -248,4 +275,5 @@ def validate_rule(r: Any, *, source: str, ctx: OpContext, index: int) -> RuleSpe
         re_validation=rv,
         source=source,
         line=r.line,
+        after=after,
     )
