@@ -65,6 +65,7 @@ MAX_BODY = 64 * 1024 * 1024
 #: the body of a POST that opens a session is an `initialize`: small
 MAX_OPENING_BODY = 4 * 1024 * 1024
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_ANSWERED = object()
 _ENDED = "the session ended (DELETE, or the gateway stopping) before this request was answered"
 
 
@@ -90,8 +91,9 @@ class _Session:
             return
         if is_response(msg):
             rid = msg["id"]
-            if rid == self.init_id and isinstance(msg.get("result"), dict):
-                v = msg["result"].get("protocolVersion")
+            if rid == self.init_id:  # the answer to initialize names the revision; later ids may repeat its id
+                self.init_id = _ANSWERED
+                v = msg["result"].get("protocolVersion") if isinstance(msg.get("result"), dict) else None
                 self.protocol_version = v if isinstance(v, str) else None
             q = self.streams.get(rid)  # never the GET stream: MCP forbids responses there
         else:

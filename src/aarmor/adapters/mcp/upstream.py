@@ -8,8 +8,7 @@ Rules:
   `max_restarts` times, with a growing pause) and initialised again with the client's original
   `initialize` parameters; `on_restart` then lets the gateway tell the client its lists may have changed.
 - stdio framing is one JSON object per line (MCP stdio transport). The server's stderr goes to ours.
-- Streamable HTTP uses the official SDK's client transport (sessions, SSE, resumption), fed with the
-  same dicts; only the envelope is converted.
+- Streamable HTTP: http_upstream.py (one kept-alive HTTP client per upstream, the same dicts).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from .jsonrpc import (
     read_messages,
 )
 
-__all__ = ["HttpUpstream", "StdioUpstream", "Upstream", "open_upstream"]
+__all__ = ["StdioUpstream", "Upstream", "open_upstream"]
 
 log = logging.getLogger("aarmor.gateway")
 
@@ -280,86 +279,11 @@ async def _reap(proc: asyncio.subprocess.Process) -> int | None:
         return None
 
 
-class HttpUpstream(Upstream):
-    """A server reached over Streamable HTTP through the official SDK's client transport."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._ready: asyncio.Future[None] | None = None
-
-    async def _connect(self) -> None:
-        self._ready = asyncio.get_running_loop().create_future()
-        self._task = asyncio.ensure_future(self._run())
-        await self._ready
-
-    async def _run(self) -> None:
-        import anyio
-        from mcp.client.streamable_http import streamable_http_client
-        from mcp.shared._httpx_utils import create_mcp_http_client
-        from mcp.shared.message import ClientMessageMetadata, SessionMessage
-        from mcp_types import jsonrpc_message_adapter
-
-        assert self._ready is not None
-        reason = "the connection ended"
-        try:
-            async with create_mcp_http_client(headers=dict(self.cfg.headers)) as client, \
-                    streamable_http_client(self.cfg.url or "", http_client=client) as (read, write):
-                self.alive = True
-                self._ready.set_result(None)
-
-                async def pump_out() -> None:
-                    while (msg := await self._outbox.get()) is not None:
-                        meta = None
-                        if self.protocol_version and msg.get("method") != "initialize":
-                            meta = ClientMessageMetadata(headers={"MCP-Protocol-Version": self.protocol_version})
-                        await write.send(SessionMessage(jsonrpc_message_adapter.validate_python(msg),
-                                                        metadata=meta))
-                    tg.cancel_scope.cancel()
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(pump_out)
-                    async for item in read:
-                        if isinstance(item, Exception):
-                            log.warning("upstream %s: transport error: %s", self.name, item)
-                            continue
-                        try:
-                            await self._dispatch(item.message.model_dump(mode="json", by_alias=True,
-                                                                         exclude_unset=True))
-                        except Exception:
-                            log.exception("upstream %s: handling a message failed", self.name)
-                    tg.cancel_scope.cancel()
-        except BaseException as exc:  # connection refused, HTTP errors, cancellation at close
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self.alive = False
-            self._fail_pending(reason)
-            if not self._ready.done():
-                self._ready.set_exception(RemoteError(UPSTREAM_UNAVAILABLE,
-                                                      f"upstream `{self.name}` at {self.cfg.url}: {reason}"))
-
-    async def _write(self, msg: Message) -> None:
-        if not self.alive:
-            raise self._gone()
-        await self._outbox.put(msg)
-
-    async def _disconnect(self) -> None:
-        if self._task is None:
-            return
-        await self._outbox.put(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 5.0)
-        except BaseException:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-
-
 def open_upstream(cfg: UpstreamConfig, on_message: OnMessage,
                   on_restart: Callable[[Upstream], Awaitable[None]] | None = None) -> Upstream:
     """The connection object for `cfg` (not yet started: `initialize` starts it)."""
-    cls = StdioUpstream if cfg.command is not None else HttpUpstream
-    return cls(cfg, on_message, on_restart)
+    if cfg.command is not None:
+        return StdioUpstream(cfg, on_message, on_restart)
+    from .http_upstream import HttpUpstream  # here: it builds on this module
+
+    return HttpUpstream(cfg, on_message, on_restart)
