@@ -163,6 +163,8 @@ class UpstreamConfig:
     max_restarts: int = 5
     #: seconds the upstream may take to answer `initialize`
     startup_timeout: float = 30.0
+    #: seconds it may take to answer any other forwarded request (None: wait as long as the client does)
+    request_timeout: float | None = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +306,7 @@ class _Upstream(_Strict):
     restart: Literal["never", "on-failure", "always"] = "on-failure"
     max_restarts: int = Field(5, ge=0, le=1000)
     startup_timeout: float = Field(30.0, gt=0, le=600)
+    request_timeout: float | None = Field(600.0, gt=0, le=86400)
 
 
 class _GatewayToken(_Strict):
@@ -489,7 +492,8 @@ def _gateway(g: _Gateway, base: Path) -> GatewayConfig:
         ups.append(UpstreamConfig(
             name=name, command=u.command, args=tuple(u.args), env=tuple(u.env.items()),
             cwd=str(base / u.cwd) if u.cwd else None, url=u.url, headers=tuple(u.headers.items()),
-            restart=u.restart, max_restarts=u.max_restarts, startup_timeout=u.startup_timeout))
+            restart=u.restart, max_restarts=u.max_restarts, startup_timeout=u.startup_timeout,
+            request_timeout=u.request_timeout))
     return GatewayConfig(
         upstreams=tuple(ups), listen=g.listen, principal=_principal(g.principal),
         tokens=tuple(GatewayTokenConfig(t.sha256, _principal(t.identity)) for t in g.tokens),

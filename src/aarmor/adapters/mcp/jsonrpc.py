@@ -26,6 +26,8 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 #: implementation-defined range (-32000..-32019): an upstream server is not running or went away
 UPSTREAM_UNAVAILABLE = -32003
+#: a forwarded request its upstream did not answer within `request_timeout` (the SDK's timeout code)
+UPSTREAM_TIMEOUT = -32001
 
 
 class RemoteError(Exception):

@@ -29,6 +29,7 @@ from .jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    UPSTREAM_TIMEOUT,
     UPSTREAM_UNAVAILABLE,
     Message,
     RemoteError,
@@ -179,10 +180,19 @@ class ClientSession:
         raise RemoteError(METHOD_NOT_FOUND, f"method not found: `{method}`")
 
     async def forward(self, up: Upstream, method: str, params: dict[str, Any], fl: InFlight) -> dict[str, Any]:
+        """The upstream's answer to one client request; after `request_timeout` the upstream is told to
+        cancel it and the client gets an error (a server that never answers must not hang the client)."""
         rid, fut = up.send_request(method, params)
         fl.upstream, fl.upstream_id = up, rid
+        limit = up.cfg.request_timeout
         try:
-            return unwrap(await fut)
+            return unwrap(await (asyncio.wait_for(fut, limit) if limit is not None else fut))
+        except TimeoutError:
+            up.forget(rid)
+            await up.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": rid, "reason": f"no answer within {limit:g} s"}})
+            raise RemoteError(UPSTREAM_TIMEOUT, f"upstream `{up.name}` did not answer `{method}` within "
+                                                f"{limit:g} s (request_timeout)") from None
         finally:
             fl.upstream = fl.upstream_id = None
 

@@ -106,10 +106,17 @@ class Upstream:
         task.add_done_callback(self._background.discard)
 
     # --- the transport's side ------------------------------------------------------------------
+    def forget(self, rid: int) -> None:
+        """Stop waiting for request `rid` (it timed out or was cancelled); a late answer is dropped."""
+        self._pending.pop(rid, None)
+
     async def _dispatch(self, msg: Message) -> None:
         if is_response(msg):
             fut = self._pending.pop(msg["id"], None) if isinstance(msg["id"], int) else None
-            if fut is not None and not fut.done():
+            if fut is None:
+                log.warning("upstream `%s` answered id %r, which no request is waiting for (late or wrong)",
+                            self.name, msg.get("id"))
+            elif not fut.done():
                 fut.set_result(msg)
             return
         await self._on_message(self, msg)
