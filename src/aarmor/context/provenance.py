@@ -73,12 +73,13 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}-\d{2}-\d{4}")
 _CURRENCY_MARKS = ("$", "€", "£", "¥", "₹", "USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "INR", "CNY",
                    "BTC", "ETH", "dollar", "euro", "pound")
 # money: a currency symbol or upper-case code before the number, or a code or word after it (case-sensitive
-# on purpose: each alternative starts with a rare character, so the scan stays fast)
-_AMOUNT = re.compile(
-    r"(?:[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY|CAD|AUD|INR|CNY|BTC|ETH))\s?"
-    r"(\d{1,3}(?:[,\u202f ]\d{3})+(?:\.\d{1,8})?|\d{1,15}(?:\.\d{1,8})?)(?![\d])"
-    r"|(?<![\w.])(\d{1,3}(?:,\d{3})+(?:\.\d{1,8})?|\d{1,15}(?:\.\d{1,8})?)\s?"
-    r"(?:[$€£¥₹]|(?:USD|EUR|GBP|CHF|JPY|CAD|AUD|INR|CNY|BTC|ETH|dollars?|euros?|pounds?)\b)")
+# on purpose: each alternative starts with a rare character, so the scan stays fast). The suffix form runs
+# only when a suffix marker occurs in the text.
+_NUMBER = r"(\d{1,3}(?:[,\u202f ]\d{3})+(?:\.\d{1,8})?|\d{1,15}(?:\.\d{1,8})?)"
+_AMOUNT = re.compile(r"(?:[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY|CAD|AUD|INR|CNY|BTC|ETH))\s?" + _NUMBER + r"(?!\d)")
+_SUFFIXES = ("USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "INR", "CNY", "BTC", "ETH", "dollar", "euro", "pound")
+_AMOUNT_AFTER = re.compile(r"(?<![\w.])" + _NUMBER + r"\s?(?:USD|EUR|GBP|CHF|JPY|CAD|AUD|INR|CNY|BTC|ETH|"
+                           r"dollars?|euros?|pounds?)\b")
 _PATH = re.compile(r"(?<![\w:/.~-])(?:~|\.{1,2})?(?:/[\w.@+-]{1,255}){1,64}/?"
                    r"|(?<![\w])[A-Za-z]:\\(?:[\w.@+ -]{1,255}\\?){1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_+/=-]{24,4096}")  # longer runs are data (images, archives), not secrets
@@ -227,7 +228,12 @@ def _scan_digits(chunk: str, out: list[Value]) -> None:
                     add(Value("phone", fingerprint("phone", digits[-9:]), True))
     if any(c in chunk for c in _CURRENCY_MARKS):
         for m in _AMOUNT.finditer(chunk):
-            a = _amount(m.group(1) or m.group(2))
+            a = _amount(m.group(1))
+            if a is not None:
+                add(Value("amount", fingerprint("amount", a)))
+    if any(c in chunk for c in _SUFFIXES):
+        for m in _AMOUNT_AFTER.finditer(chunk):
+            a = _amount(m.group(1))
             if a is not None:
                 add(Value("amount", fingerprint("amount", a)))
 
