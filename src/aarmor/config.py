@@ -63,11 +63,13 @@ class RedactionConfig:
 
 @dataclass(frozen=True, slots=True)
 class ToolConfig:
-    """Per-tool declarations: output labels (R2), trust, and the default operation name."""
+    """Per-tool declarations: output labels (R2), trust, the default operation name, and risk classes
+    (`aarmor.context.tool_risk`; empty: computed from the tool's catalogue entry)."""
 
     returns: tuple[str, ...] = ()
     trusted: bool = False
     operation: str | None = None
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,14 @@ class _Tool(_Strict):
     returns: list[str] = Field(default_factory=list)
     trusted: bool = False
     operation: str | None = None
+    classes: list[str] | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        from aarmor.context.tool_risk import check_classes
+
+        return None if v is None else sorted(c.value for c in check_classes(v, what="tool classes"))
 
 
 class _Classification(_Strict):
@@ -446,7 +456,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         policy=policy,
         internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
         identity_mode=overrides.get("identity_mode", f.identity.mode),
-        tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation)
+        tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation,
+                                                                    tuple(t.classes or ()))
                                          for k, t in f.tools.items()},
         classification=overrides.get("classification") or ClassificationConfig(tuple(cls.levels),
                                                                                  cls.unclassified),

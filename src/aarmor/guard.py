@@ -144,7 +144,8 @@ class Guard:
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
             levels=config.classification.levels, unclassified=config.classification.unclassified,
             limits=config.limits)
-        self._signals = SignalConfig(internal_domains=tuple(d.lower().strip(".") for d in config.internal_domains))
+        self._signals = SignalConfig(internal_domains=tuple(d.lower().strip(".") for d in config.internal_domains),
+                                     tool_classes=tuple((k, t.classes) for k, t in config.tools.items() if t.classes))
         #: STEP_UP requests: decided through `guard.approvals.decide` (CLI, HTTP API, page)
         self.approvals = ApprovalDesk(self.store, config.approvals, clock=clock)
         self._notifications = _notifications(config, self.approvals.record_delivery)

@@ -263,3 +263,90 @@ def _report() -> None:  # pragma: no cover - the table for docs/tool-risk.md
 
 if __name__ == "__main__":  # pragma: no cover
     _report()
+
+
+# --- what policies see: risk_signals.tool_category through the SDK ---------------------------------------
+
+CATEGORY_POLICY = """
+policy: {id: categories, version: "1", default: DENY}
+rules:
+  - id: money-needs-a-human
+    priority: 20
+    match: {category: financial}
+    action: DENY
+    reason: financial
+  - id: no-sends
+    priority: 10
+    match: {category: external_communication}
+    action: DENY
+    reason: sends
+  - id: reads
+    match: {category: read_only}
+    action: ALLOW
+"""
+
+
+def _session(guard: Any, tools: list[ToolSpec]) -> Any:
+    from aarmor import Identity
+
+    return guard.session(identity=Identity(human="alice@company.com"), original_request="what's the weather?",
+                         tools=tools)
+
+
+def test_policy_sees_the_classes_of_catalogue_tools(make_guard: Any) -> None:
+    from aarmor import ActionDenied
+
+    guard = make_guard(CATEGORY_POLICY)
+    tools = [ToolSpec("get_weather", "Get the weather.", WEATHER_SCHEMA, {"readOnlyHint": True}),
+             ToolSpec("get_forecast", "Get the forecast.", {"properties": {"city": {}}}),
+             ToolSpec("lookup_rates", "Look up rates.", {"properties": {"iban": {}, "amount": {}}},
+                      {"readOnlyHint": True})]
+    with _session(guard, tools) as s:
+        assert s.invoke("get_forecast", {"city": "Paris"}, lambda a: "sunny") == "sunny"
+        with pytest.raises(ActionDenied) as sent:
+            s.invoke("get_weather", {"city": "Paris", "recipient": "x@evil.com", "body": "hi"}, lambda a: "ok")
+        assert sent.value.decision.rule_id == "no-sends"
+        with pytest.raises(ActionDenied) as paid:
+            s.invoke("lookup_rates", {"iban": "DE1", "amount": 5}, lambda a: "ok")
+        assert paid.value.decision.rule_id == "money-needs-a-human"
+        snap = s._state.ctx.snapshot(guard._clock())
+        assert "tool_category" not in snap.risk_signals  # only for a snapshot with an action
+
+
+def test_tool_outside_the_catalogue_is_classed_by_name(make_guard: Any) -> None:
+    from aarmor import ActionDenied
+
+    guard = make_guard(CATEGORY_POLICY)
+    with _session(guard, [ToolSpec("get_forecast")]) as s:
+        assert s.invoke("list_cities", {}, lambda a: ["Paris"]) == ["Paris"]
+        with pytest.raises(ActionDenied) as denied:
+            s.invoke("transfer_money", {"to": "x"}, lambda a: "ok")
+        assert denied.value.decision.rule_id == "money-needs-a-human"
+
+
+def test_configured_classes_override_and_survive_resume(make_guard: Any) -> None:
+    from aarmor import ActionDenied, Identity
+    from aarmor.config import ToolConfig
+
+    guard = make_guard(CATEGORY_POLICY, tools={"get_forecast": ToolConfig(classes=("financial", "write"))})
+    s = _session(guard, [ToolSpec("get_forecast")])
+    with pytest.raises(ActionDenied) as denied:
+        s.invoke("get_forecast", {}, lambda a: "ok")
+    assert denied.value.decision.rule_id == "money-needs-a-human"
+    # a process that picks the session up again (the catalogue comes from the log, overrides from config)
+    with guard.session(identity=Identity(human="alice@company.com"), session_id=s.session_id) as resumed:
+        with pytest.raises(ActionDenied) as again:
+            resumed.invoke("get_forecast", {}, lambda a: "ok")
+        assert again.value.decision.rule_id == "money-needs-a-human"
+
+
+def test_config_file_classes_are_validated(tmp_path: Path) -> None:
+    from aarmor.config import load_config
+    from aarmor.errors import ConfigError
+
+    cfg = tmp_path / "aarmor.yaml"
+    cfg.write_text("tools:\n  Pay_Bill: {classes: [financial]}\n")
+    assert load_config(cfg).tools["pay_bill"].classes == ("financial", "write")
+    cfg.write_text("tools:\n  pay: {classes: [read_only, financial]}\n")
+    with pytest.raises(ConfigError, match="`read_only` contradicts `financial`"):
+        load_config(cfg)

@@ -32,6 +32,11 @@ field), except `scope_expansion` (only when the session declared a tool catalogu
   `provenance_findings` (a list of {argument, kind, source_action, source_tool[, sensitive]}, recorded
   in receipts).
 
+- `tool_category` (sorted list of str, only for a snapshot taken with an action): the risk classes of the
+  action's tool (`aarmor.context.tool_risk`: read_only or write, plus destructive, financial,
+  external_communication, credential_or_permission_change, open_world), from the session's catalogue
+  entry, or the name alone for a tool outside it; `tool_classes` in the configuration overrides them.
+  `match: {category: ...}` reads it.
 - `session_risk` (float in [0, 1]) and `session_risk_factors` (sorted list): the compositional risk of
   the session plus the action (`aarmor.context.risk`: a noisy-OR of documented factors, not a sum).
 
@@ -60,6 +65,8 @@ DERIVED_SIGNAL_NAMES = frozenset({
     "sensitive_arguments", "provenance_complete", "provenance_findings",
     # aarmor.context.risk
     "session_risk", "session_risk_factors",
+    # aarmor.context.tool_risk
+    "tool_category",
 })
 
 
@@ -74,6 +81,8 @@ class SignalConfig:
     chain_length_limit: int | None = None
     #: domains (and their subdomains) that are not an external destination for provenance
     internal_domains: tuple[str, ...] = ()
+    #: operator-declared risk classes per tool (`tools: {name: {classes: [...]}}`), replacing computed ones
+    tool_classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.velocity_window_seconds > 0:

@@ -36,6 +36,7 @@ from .classify import Classifier
 from .provenance import ProvenanceIndex
 from .risk import session_risk
 from .signals import SignalConfig, derive_signals
+from .tool_risk import ToolRiskIndex
 
 __all__ = ["SessionState"]
 
@@ -73,6 +74,7 @@ class SessionState:
         self._c_injection: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
         self._door: dict[str, Any] = {}
         self.provenance = ProvenanceIndex()
+        self.tool_risk = ToolRiskIndex(dict(signals.tool_classes))
         self._c_prior: tuple[PriorAction, ...] | None = ()
         self._c_labels: frozenset[str] | None = frozenset()
         self._c_values: FrozenMap | None = FrozenMap()
@@ -124,6 +126,7 @@ class SessionState:
         tools = body.get("tools")
         if tools:  # None or empty: no catalogue was given, so no scope_expansion signal
             self.catalogue = frozenset(normalize_name(t["name"], what="catalogue tool name") for t in tools)
+            self.tool_risk.add_catalogue(tools)
 
     def _requested(self, rec: LogRecord, body: dict[str, Any]) -> None:
         act, dec = body["action"], body["decision"]
@@ -236,6 +239,8 @@ class SessionState:
                                                self.signals.internal_domains))
         if self._door:
             signals = {**self._door, **signals}  # derived names are refused for door signals; never shadowed
+        if action is not None:
+            signals["tool_category"] = self.tool_risk.classes_for(action.tool, action.name)
         signals["session_risk"], signals["session_risk_factors"] = session_risk(signals)
         levels = self.classifier.levels
         return ContextSnapshot(
