@@ -30,6 +30,7 @@ __all__ = [
     "DeferralsConfig",
     "GatewayConfig",
     "GatewayTokenConfig",
+    "IntentConfig",
     "NotifierConfig",
     "RedactionConfig",
     "ResolverConfig",
@@ -198,6 +199,27 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentConfig:
+    """The intent scorer (docs/intent.md): alignment, semantic distance and drift for the PDP."""
+
+    #: `neutral` (no signal), `embedding` (the `aarmor[semantic]` extra) or `lexical` (word overlap)
+    scorer: Literal["neutral", "embedding", "lexical"] = "neutral"
+    #: onnxruntime intra-op threads (embedding)
+    threads: int = 1
+    #: texts kept in the embedding cache
+    cache_size: int = 4096
+    #: model.onnx / tokenizer.json elsewhere than in their packages (the pinned SHA-256 still applies)
+    model_path: str | None = None
+    tokenizer_path: str | None = None
+    #: similarity -> alignment calibration; None: the scorer's default (docs/intent.md)
+    similarity_floor: float | None = None
+    similarity_ceiling: float | None = None
+    #: weight of the newest action in the drift EMA, and the EMA level that sets `drift_detected`
+    drift_alpha: float = 0.4
+    drift_threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: Path
     store: str
@@ -215,6 +237,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     gateway: GatewayConfig = GatewayConfig()
     limits: Limits = field(default_factory=Limits)
+    intent: IntentConfig = IntentConfig()
     #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
     #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
     unattended: bool = False
@@ -258,6 +281,18 @@ class _Identity(_Strict):
 
 class _Decision(_Strict):
     confidence_threshold: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class _Intent(_Strict):
+    scorer: Literal["neutral", "embedding", "lexical"] = "neutral"
+    threads: int = Field(1, ge=1, le=64)
+    cache_size: int = Field(4096, ge=0, le=1_000_000)
+    model_path: str | None = None
+    tokenizer_path: str | None = None
+    similarity_floor: float | None = Field(None, ge=-1.0, le=1.0)
+    similarity_ceiling: float | None = Field(None, ge=-1.0, le=1.0)
+    drift_alpha: float = Field(0.4, gt=0.0, le=1.0)
+    drift_threshold: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class _Notifier(_Strict):
@@ -356,6 +391,7 @@ class _File(_Strict):
     deferrals: _Deferrals = _Deferrals()
     server: _Server = _Server()
     gateway: _Gateway = _Gateway()
+    intent: _Intent = _Intent()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -413,7 +449,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 
 _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
-              "classification", "approvals", "deferrals", "server"}
+              "classification", "approvals", "deferrals", "server", "intent"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -469,12 +505,31 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url),
         gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
+        intent=_intent(f.intent, base, overrides.get("intent")),
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
     if cfg.identity_mode not in ("enforce", "flag"):
         raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
     return cfg
+
+
+def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:
+    if isinstance(override, IntentConfig):
+        return override
+    if override is not None:  # `intent={"scorer": "lexical"}` or `intent="lexical"`
+        raw = {"scorer": override} if isinstance(override, str) else override
+        try:
+            i = _Intent.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "override `intent`")) from exc
+        base = Path.cwd()
+    return IntentConfig(
+        scorer=i.scorer, threads=i.threads, cache_size=i.cache_size,
+        model_path=str(base / i.model_path) if i.model_path else None,
+        tokenizer_path=str(base / i.tokenizer_path) if i.tokenizer_path else None,
+        similarity_floor=i.similarity_floor, similarity_ceiling=i.similarity_ceiling,
+        drift_alpha=i.drift_alpha, drift_threshold=i.drift_threshold)
 
 
 def _flag(value: Any, name: str) -> bool:

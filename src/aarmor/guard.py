@@ -26,7 +26,7 @@ from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
-from aarmor.intent import AlignmentScorer, NeutralScorer
+from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity, ToolSpec
 from aarmor.normalize import normalize_name
@@ -131,6 +131,8 @@ class Guard:
                  policy_reload_interval: float = 2.0, recover: bool = True) -> None:
         self.config = config
         self._clock = clock
+        # `intent.scorer` (docs/intent.md); `embedding` without the extra fails here, before anything opens
+        self.scorer: AlignmentScorer = scorer or build_scorer(config.intent)
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
                                      policy_reload_interval)
         self.store: Store = open_store(config.store)
@@ -155,7 +157,7 @@ class Guard:
         self.mediator = Mediator(
             policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
             verifier=verifier or ClaimedIdentityVerifier(config.identity_mode),
-            scorer=scorer or NeutralScorer(), approvals=self.approvals, deferrals=self.deferrals,
+            scorer=self.scorer, approvals=self.approvals, deferrals=self.deferrals,
             config=config, clock=clock)
         self._closed = False
         if recover:
