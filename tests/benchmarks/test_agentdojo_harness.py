@@ -1,0 +1,41 @@
+"""The AgentDojo efficacy harness runs (benchmarks/agentdojo): a handful of banking pairs through three guards.
+
+Proves the harness works end to end on the installed agentdojo: the allow-all baseline lets the scripted
+attacks succeed, deny-side-effects (tool risk classes) stops every attacker call, and the JSON report
+carries the per-suite rates with Wilson intervals. The figures themselves are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.agentdojo.__main__ import main, wilson
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and 0.27 < hi < 0.28
+    lo, hi = wilson(5, 10)
+    assert 0.23 < lo < 0.24 and 0.76 < hi < 0.77
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore")  # agentdojo's dependencies warn on import
+def test_harness_runs_banking_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report.json"
+    assert main(["--suites", "banking", "--max-user-tasks", "2", "--max-injection-tasks", "3",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    banking = report["suites"]["banking"]
+    assert report["policies"] == ["builtin:default", "allow-all", "deny-side-effects"]
+    m = banking["metrics"]
+    assert m["allow-all"]["attack_success"]["n"] == 6
+    assert m["allow-all"]["attack_success"]["k"] > 0
+    assert m["allow-all"]["benign_call_false_positive"]["k"] == 0
+    assert m["deny-side-effects"]["attacker_calls_blocked"]["rate"] == 1.0
+    assert m["deny-side-effects"]["attack_success"]["k"] == 0
+    lo, hi = m["allow-all"]["attack_success"]["ci95"]
+    assert 0.0 <= lo <= m["allow-all"]["attack_success"]["rate"] <= hi <= 1.0
+    assert "| attack success (ASR) |" in capsys.readouterr().out
