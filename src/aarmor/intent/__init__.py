@@ -50,7 +50,7 @@ class NeutralScorer:
 
 
 #: (similarity floor, similarity ceiling, drift threshold) per scorer, when the configuration leaves them out
-DEFAULTS = {"embedding": (0.0, 0.15, 0.9), "lexical": (0.0, 0.5, 0.97)}
+DEFAULTS = {"embedding": (0.0, 0.3, 0.9), "lexical": (0.0, 0.5, 0.97)}
 
 
 def build_scorer(cfg: IntentConfig) -> AlignmentScorer:
