@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
 from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
 from aarmor.context.output_redaction import redact_output
+from aarmor.context.risk import session_risk
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
 from aarmor.errors import ActionDenied, InputError, OutputWithheld, ToolFailed
@@ -260,9 +261,13 @@ class Mediator:
         snapshot = st.ctx.snapshot(now, action=action)
         signal = self._scorer.score(action, snapshot)
         if signal is not None:
+            signals = dict(snapshot.risk_signals)
+            if signal.risk_signals:  # the scorer's drift signals, then the session risk that counts them
+                signals.update(signal.risk_signals)
+                signals["session_risk"], signals["session_risk_factors"] = session_risk(signals)
             snapshot = dataclasses.replace(snapshot, alignment=signal.alignment,
                                            semantic_distance=signal.semantic_distance,
-                                           confidence=signal.confidence)
+                                           confidence=signal.confidence, risk_signals=FrozenMap(signals))
         decision = evaluate(action, snapshot, self._policy(), now=now,
                             confidence_threshold=self._cfg.confidence_threshold)
         return decision, action, flag, snapshot

@@ -248,9 +248,6 @@ def test_semantic_distance_is_usable_in_rules(make_guard: Callable[..., Any], sc
     assert (d.result, d.rule_id) == (D.STEP_UP, "far-from-the-request")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the mediator copies alignment, semantic_distance and confidence from the scorer but "
-                          "not yet AlignmentSignal.risk_signals")
 def test_drift_signals_reach_the_policy(make_guard: Callable[..., Any], scorer: SemanticScorer) -> None:
     policy = """
 policy: {id: drift, version: "1", default: ALLOW}

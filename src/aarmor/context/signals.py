@@ -67,6 +67,8 @@ DERIVED_SIGNAL_NAMES = frozenset({
     "session_risk", "session_risk_factors",
     # aarmor.context.tool_risk
     "tool_category",
+    # aarmor.intent.scorer (cumulative drift, computed by the scorer in the pipeline)
+    "semantic_drift", "semantic_drift_max", "drift_detected", "semantic_drift_actions",
 })
 
 
