@@ -128,6 +128,7 @@ ROWS = [
     ("STEP_UP rate (calls under attack)", "attack_run_step_up"),
     ("DEFER rate (calls under attack)", "attack_run_defer"),
     ("attacker calls blocked", "attacker_calls_blocked"),
+    ("pairs where the agent saw the injection", "pairs_injection_reached"),
 ]
 
 
