@@ -39,3 +39,32 @@ def test_harness_runs_banking_pairs(tmp_path: Path, capsys: pytest.CaptureFixtur
     lo, hi = m["allow-all"]["attack_success"]["ci95"]
     assert 0.0 <= lo <= m["allow-all"]["attack_success"]["rate"] <= hi <= 1.0
     assert "| attack success (ASR) |" in capsys.readouterr().out
+
+
+ESCALATING = """
+policy: {id: escalating, version: "1", default: ALLOW}
+rules:
+  - id: money-needs-a-human
+    match: {category: financial}
+    action: STEP_UP
+    timeout: 3600
+  - id: passwords-wait-for-a-ticket
+    match: {category: credential_or_permission_change}
+    action: DEFER
+    context_needed: [change_ticket]
+    timeout: 3600
+"""
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_step_up_and_defer_end_at_once_and_count_as_blocked(tmp_path: Path) -> None:
+    policy = tmp_path / "escalating.yaml"
+    policy.write_text(ESCALATING)
+    out = tmp_path / "report.json"
+    # banking user task 0 pays a bill (send_money); the injection tasks send money, one changes the password
+    assert main(["--suites", "banking", "--max-user-tasks", "1", "--policy", str(policy),
+                 "--json", str(out)]) == 0  # an hour's timeout: returns only because the run is unattended
+    m = json.loads(out.read_text())["suites"]["banking"]["metrics"][str(policy)]
+    assert m["benign_step_up"]["k"] == 1 and m["benign_breakage"]["k"] == 1
+    assert m["attack_run_step_up"]["k"] > 0 and m["attack_run_defer"]["k"] > 0
+    assert m["attack_success"]["k"] < m["attack_success"]["n"]
