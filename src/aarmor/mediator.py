@@ -327,10 +327,11 @@ class Mediator:
             flight.depth = 1
         if not deps or decision.result is D.DENY:
             return decision
-        failed = [d for d in deps if st.flights[d].done and not st.flights[d].executed]
+        states = {d: (st.flights[d].done, st.flights[d].executed) for d in deps}  # one reading (see below)
+        failed = [d for d, (done, ran) in states.items() if done and not ran]
         if failed:
             return _denied(decision, f"depends on {', '.join(failed)}, which did not execute")
-        open_ = [d for d in deps if not st.flights[d].done]
+        open_ = [d for d, (done, _) in states.items() if not done]
         if not open_:
             return decision
         depth = 1 + max(st.flights[d].depth for d in open_)
@@ -505,17 +506,21 @@ class Mediator:
                 if rec.status != "pending":
                     res = DeferralResolution("TIMEOUT", f"deferral ended as {rec.status}", rec.status, now)
                     break
-                failed = [d for d in call.depends_on if st.flights[d].done and not st.flights[d].executed]
+                # INVARIANT: one reading of the dependencies decides (here and in `_apply_dependencies`).
+                # Read twice, a dependency
+                # that failed in between looked open to the first check and finished to the second, and
+                # the action ran after a dependency that did not (found by a flaky conformance test).
+                states = [(st.flights[d].done, st.flights[d].executed) for d in call.depends_on]
+                failed = [d for d, (done, ran) in zip(call.depends_on, states, strict=True) if done and not ran]
                 if failed:
                     res = DeferralResolution("DENY", f"dependency {', '.join(failed)} did not execute",
                                              "dependency_failed", now)
                     break
                 # re-evaluate when something it could depend on changed (the session's context, the
                 # policy, a dependency), and at least every few seconds for time-dependent rules
-                key = (st.ctx.head, _safe(lambda: self._policy().hash), tuple(st.flights[d].done
-                                                                               for d in call.depends_on))
+                key = (st.ctx.head, _safe(lambda: self._policy().hash), tuple(done for done, _ in states))
                 due = key != last_key or time.monotonic() - last_at >= _REEVALUATE_EVERY
-                if due and all(st.flights[d].done for d in call.depends_on):
+                if due and all(done for done, _ in states):
                     last_key, last_at = key, time.monotonic()
                     decision, action, _flag, snapshot = self._decide_with(st, call.action, now)
                     if decision.result is not D.DEFER:  # never re-defer: the loop waits for more instead
@@ -660,7 +665,8 @@ class Mediator:
         flights = call.st.flights
         flight = flights.get(call.action.action_id)
         if flight is not None:
-            flight.done, flight.executed = True, executed
+            flight.executed = executed  # before `done`: whoever sees it done must see whether it ran
+            flight.done = True
             self._deferrals.wake_session(call.st.session_id)
         if len(flights) > _MAX_FLIGHTS:  # bounded memory: forget the oldest finished actions
             for old in [k for k, f in list(flights.items()) if f.done][: len(flights) - _MAX_FLIGHTS // 2]:

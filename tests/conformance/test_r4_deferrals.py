@@ -345,3 +345,25 @@ def _swallow(fn: Callable[[], Any]) -> None:
         fn()
     except ActionDenied:
         pass
+
+
+def test_a_dependency_that_fails_while_its_dependent_waits_is_never_mistaken_for_done(guard: Any) -> None:
+    """Regression: the deferral loop read the dependencies twice; a dependency denied in between looked
+    open to the first reading and finished to the second, and the dependent ran (about one round in five
+    here before the fix). A stress loop: each round races the dependency's timeout against the check."""
+    for _ in range(10):
+        with guard.session(identity=ALICE) as s:
+            purge_id = s.new_action_id()
+            s.set_context("purge_confirmed", False, source="test")
+
+            def purge(s: Any = s, purge_id: str = purge_id) -> None:
+                with pytest.raises(ActionDenied):
+                    s.invoke("cache.purge", {"all": True}, Tool(), action_id=purge_id)
+
+            t = _in_thread(purge)
+            _when(guard.deferrals.list)
+            warm = Tool()
+            with pytest.raises(ActionDenied):
+                s.invoke("cache.warm", {}, warm, depends_on=[purge_id])
+            t.join()
+            assert warm.calls == []
