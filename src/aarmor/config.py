@@ -219,12 +219,17 @@ class IntentConfig:
     drift_threshold: float | None = None
 
 
+#: the policy with no configuration: protection for tool-using agents that lets ordinary work run
+#: (src/aarmor/policy/packs/agent-default.yaml); `builtin:default` is the deny-by-default baseline
+DEFAULT_POLICY = "builtin:agent-default"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     home: Path
     store: str
     keys: Path
-    policy: str = "builtin:default"
+    policy: str = DEFAULT_POLICY
     internal_domains: tuple[str, ...] = ()
     #: `enforce`: an action without a human or service identity is DENY; `flag`: recorded and allowed on
     identity_mode: Literal["enforce", "flag"] = "enforce"
@@ -479,7 +484,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     keys = Path(overrides.get("keys") or (base / f.keys if f.keys else Path(home) / "keys"))
     policy = overrides.get("policy") or (
         f.policy if f.policy is None or f.policy.startswith("builtin:") else str(base / f.policy)
-    ) or "builtin:default"
+    ) or DEFAULT_POLICY
     cls = f.classification
     if cls.unclassified not in cls.levels:
         raise ConfigError(f"configuration: classification.unclassified `{cls.unclassified}` is not one of "

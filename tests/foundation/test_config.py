@@ -17,7 +17,7 @@ def test_embedded_defaults_live_under_aarmor_home(_isolated_home: Path, tmp_path
     assert cfg.home == _isolated_home
     assert cfg.store == f"sqlite:///{_isolated_home / 'aarmor.db'}"
     assert cfg.keys == _isolated_home / "keys"
-    assert cfg.policy == "builtin:default"
+    assert cfg.policy == "builtin:agent-default"
     assert cfg.identity_mode == "enforce" and cfg.source is None
 
 

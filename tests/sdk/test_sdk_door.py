@@ -170,6 +170,6 @@ def test_default_guard_uses_builtin_policy_and_home(_isolated_home: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with aarmor.Guard.open() as guard:
-            assert guard.policy.policy_id == "aarmor-default"
+            assert guard.policy.policy_id == "aarmor-agent-default"
             assert guard.config.store == f"sqlite:///{_isolated_home / 'aarmor.db'}"
     assert (_isolated_home / "keys" / "current").exists()

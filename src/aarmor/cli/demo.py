@@ -104,13 +104,16 @@ def demo(
     from rich.table import Table
 
     from aarmor import ActionDenied, Guard, Identity, ToolSpec
-    from aarmor.config import load_config
+    from aarmor.config import DEFAULT_POLICY, load_config
     from aarmor.context import check_chain
     from aarmor.receipts import load_public_keys, verify_receipts
     from aarmor.tokens import create_token
 
     out = Console(width=max(110, Console().width))
     cfg = load_config(config, internal_domains=["company.com"])
+    if cfg.policy == DEFAULT_POLICY:
+        # the script walks through all five decisions of the deny-by-default baseline pack
+        cfg = dataclasses.replace(cfg, policy="builtin:default")
     groups = dict(cfg.approvals.groups)
     for group in ("finance-manager", "security-team"):
         groups.setdefault(group, (APPROVER,))

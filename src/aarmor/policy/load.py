@@ -27,7 +27,7 @@ from aarmor.policy.validate import (
 
 __all__ = ["BUILTIN_PACKS", "load_builtin", "load_policy", "load_policy_text"]
 
-BUILTIN_PACKS = ("default",)
+BUILTIN_PACKS = ("default", "agent-default")
 CASES_SUFFIX = ".cases.yaml"  # CASES test tables beside the policies of a directory: not policies
 TOP_KEYS = ("policy", "rules", "intent_boundaries", "re_validation", *HEADER_KEYS)
 
