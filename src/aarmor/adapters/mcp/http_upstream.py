@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from typing import Any
@@ -40,6 +41,15 @@ _MAX_RESUMES = 5
 _RECONNECT_DELAY = 1.0
 #: refused reconnections of the GET stream before the upstream is taken for gone
 _MAX_GET_FAILURES = 3
+
+
+@functools.cache
+def _tls() -> Any:
+    """One TLS context for every upstream client: loading the trust store takes ~40 ms and some MiB, which
+    each HTTP session (it has its own upstream clients) would otherwise pay again."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 class SseParser:
@@ -86,9 +96,14 @@ class HttpUpstream(Upstream):
     async def _connect(self) -> None:
         import httpx2
 
-        # no read timeout: a tool may take its time (a client that gives up cancels); connecting is bounded
-        self._client = httpx2.AsyncClient(headers=dict(self.cfg.headers), follow_redirects=True,
-                                          timeout=httpx2.Timeout(self.cfg.startup_timeout, read=None))
+        # no read timeout: a tool may take its time (a client that gives up cancels); connecting is bounded.
+        # An idle connection is dropped after 1.5 s, before servers drop theirs (uvicorn and Node: 5 s,
+        # gunicorn: 2 s): a request written onto a connection the server is closing would fail, and
+        # is not retried (a tool call must not run twice).
+        self._client = httpx2.AsyncClient(
+            headers=dict(self.cfg.headers), follow_redirects=True,
+            timeout=httpx2.Timeout(self.cfg.startup_timeout, read=None), verify=_tls(),
+            limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=1.5))
         self.alive = True
 
     async def _handshake(self) -> dict[str, Any]:
