@@ -261,7 +261,8 @@ class Mediator:
         snapshot = st.ctx.snapshot(now, action=action)
         signal = self._scorer.score(action, snapshot)
         if signal is not None:
-            signals = dict(snapshot.risk_signals)
+            # which scorer produced the alignment: thresholds are calibrated per scorer (docs/intent.md)
+            signals = {**snapshot.risk_signals, "intent_scorer": self._scorer.name}
             if signal.risk_signals:  # the scorer's drift signals, then the session risk that counts them
                 signals.update(signal.risk_signals)
                 signals["session_risk"], signals["session_risk_factors"] = session_risk(signals)

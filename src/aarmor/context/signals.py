@@ -68,7 +68,7 @@ DERIVED_SIGNAL_NAMES = frozenset({
     # aarmor.context.tool_risk
     "tool_category",
     # aarmor.intent.scorer (cumulative drift, computed by the scorer in the pipeline)
-    "semantic_drift", "semantic_drift_max", "drift_detected", "semantic_drift_actions",
+    "semantic_drift", "semantic_drift_max", "drift_detected", "semantic_drift_actions", "intent_scorer",
 })
 
 
