@@ -68,7 +68,7 @@ def _decision(call: Callable[[], Any]) -> tuple[D, str | None]:
 
 def test_it_is_the_default_policy(guard: Guard) -> None:
     assert guard.policy.policy_id == "aarmor-agent-default"
-    assert guard.policy.default_decision is D.ALLOW
+    assert guard.policy.default_decision is D.ALLOW and guard.policy.alignment_threshold is None
 
 
 def test_the_users_own_tasks_run(guard: Guard) -> None:

@@ -179,7 +179,7 @@ class PolicySet:
     description: str
     default_decision: DecisionResult
     internal_domains: tuple[str, ...]
-    alignment_threshold: float
+    alignment_threshold: float | None
     context_approvers: tuple[str, ...]
     confidence_threshold: float
     risk_threshold: float | None

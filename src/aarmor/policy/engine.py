@@ -321,9 +321,9 @@ def _evaluate(
             return ctx.from_rules(defer_rules[:1], DEFER, **kw)
         return ctx.make(DEFER, kw.pop("reason"), rule_id=trigger_rule.spec.id if trigger_rule else None, **kw)
 
-    # AARM 2.4 steps 5/6: alignment overrides (None = no signal: skip).
+    # AARM 2.4 steps 5/6: alignment overrides (no signal, or `alignment_threshold: null`: skip).
     tau, al = policy.alignment_threshold, snapshot.alignment
-    if al is not None:
+    if al is not None and tau is not None:
         if baseline in (ALLOW, MODIFY) and al < tau:
             return ctx.make(
                 DENY,

@@ -115,7 +115,7 @@ class Header:
     default: DecisionResult
     default_given: bool
     internal_domains: tuple[str, ...]
-    alignment_threshold: float
+    alignment_threshold: float | None
     context_approvers: tuple[str, ...]
     confidence_threshold: float
     #: AARM 2.4 step 2: a session risk above this is DENY (None: no compositional threshold)

@@ -82,7 +82,8 @@ def validate_header(doc: LMap, *, source: str, stem: str, internal_domains: tupl
         except OperatorArgError as exc:
             v.fail(str(exc), line)
     tau, line = get("alignment_threshold", 0.7)
-    tau = v.number(tau, "alignment_threshold", line, 0.0, 1.0)
+    # null turns AARM steps 5/6 off (alignment is then used only by rules that name it)
+    tau = None if tau is None and line else v.number(tau, "alignment_threshold", line, 0.0, 1.0)
     conf, line = get("confidence_threshold", 0.0)
     conf = v.number(conf, "confidence_threshold", line, 0.0, 1.0)
     appr, line = get("context_approvers", None)
