@@ -21,6 +21,26 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def zero_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., object]]:
+    """`Guard.open(**overrides)` with nothing configured: no config file, the isolated AARMOR_HOME."""
+    from aarmor import Guard
+
+    monkeypatch.chdir(tmp_path)  # no ./aarmor.yaml
+    opened: list[Guard] = []
+
+    def open_(**overrides: object) -> Guard:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the one-time development-key notice
+            g = Guard.open(**overrides)
+        opened.append(g)
+        return g
+
+    yield open_
+    for g in opened:
+        g.close()
+
+
+@pytest.fixture
 def make_guard(tmp_path: Path) -> Iterator[Callable[..., object]]:
     """Open a real Guard (SQLite store, generated Ed25519 key) on a policy given as YAML text."""
     from aarmor import Guard

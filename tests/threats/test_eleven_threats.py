@@ -9,38 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from aarmor import ActionDenied, DelegationLink, Guard, Identity, ToolSpec
 from aarmor.config import ApprovalsConfig, DeferralsConfig, RedactionConfig
 from aarmor.model import DecisionResult as D
 
 ALICE = Identity(human="alice@company.com", agent="assistant")
-
-
-@pytest.fixture
-def zero_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Guard]]:
-    """`Guard.open()` with nothing configured (AARMOR_HOME in tmp), plus keyword overrides."""
-    monkeypatch.setenv("AARMOR_HOME", str(tmp_path))
-    monkeypatch.delenv("AARMOR_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    opened: list[Guard] = []
-
-    def open_(**overrides: Any) -> Guard:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the development-key notice
-            g = Guard.open(**overrides)
-        opened.append(g)
-        return g
-
-    yield open_
-    for g in opened:
-        g.close()
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[D, str | None, str | None]:
