@@ -312,6 +312,8 @@ class PriorAction:
     executed: bool = False
     success: bool | None = None
     classifications: frozenset[str] = frozenset()
+    #: size of what the tool returned (0 when it returned nothing or did not run)
+    output_bytes: int = 0
 
     @property
     def name(self) -> str:

@@ -119,3 +119,32 @@ def test_session_risk_above_the_threshold_is_a_compositional_deny(make_guard: Ca
         d = s.evaluate("send_email", {"to": "drop@evil.example"})
     assert d.result.value == "DENY" and d.rule_id == "compositional_risk"
     assert "argument_from_injected_output" in d.reason and "0.5" in d.reason
+
+
+VOLUME = """
+policy: {id: volume, version: "1", default: ALLOW}
+rules:
+  - id: at-most-10-kb-of-exports-an-hour
+    match: {tool: crm, operation: "export*"}
+    constraints: {volume: {max_bytes: 10000, window: 1h}}
+    action: DENY
+    reason: export volume cap reached
+"""
+
+
+def test_volume_caps_the_bytes_a_tool_returned_in_a_window(make_guard: Callable[..., Any]) -> None:
+    guard = make_guard(VOLUME)
+    with guard.session(identity=ALICE) as s:
+        for _ in range(2):
+            s.invoke("crm", {}, lambda a: "x" * 4000, operation="export_csv")  # 8,000 bytes so far
+        s.invoke("crm", {}, lambda a: "x" * 4000, operation="export_csv")  # 12,000: this one was still under
+        with pytest.raises(ActionDenied) as denied:
+            s.invoke("crm", {}, lambda a: "x", operation="export_csv")
+        assert denied.value.decision.rule_id == "at-most-10-kb-of-exports-an-hour"
+        assert s.evaluate("crm", {}, operation="get").result.value == "ALLOW"  # other operations unaffected
+
+
+def test_volume_is_checked_at_load() -> None:
+    text = VOLUME.replace("max_bytes: 10000", "max_bytes: 0")
+    with pytest.raises(PolicyError, match=r"`volume.max_bytes` must be an integer >= 1"):
+        load_policy_text(text, source="p.yaml")

@@ -189,7 +189,7 @@ class SessionState:
             self._prior[aid] = PriorAction(
                 action_id=aid, tool=old.tool, operation=old.operation, decision=old.decision,
                 timestamp=old.timestamp, executed=bool(body["executed"]), success=body.get("success"),
-                classifications=old.classifications | labels)
+                classifications=old.classifications | labels, output_bytes=int(body.get("output_bytes") or 0))
             self._c_prior = None
 
     def _signal(self, body: dict[str, Any]) -> None:

@@ -148,7 +148,8 @@ class CompiledRule:
         """True when constraint `c` is violated (AARM 9.2: the rule fires on violation)."""
         if c.kind == "domain_allowlist":
             return any(not host_in(h, c.domains) for h in extract_hosts(facts.action.parameters))
-        # rate: prior actions of this rule's tool/operation that ran within `window` seconds before now.
+        # rate: prior actions of this rule's tool/operation allowed within `window` seconds before now;
+        # volume: the bytes those that ran returned.
         now, count = facts.now, 0
         for p in facts.snapshot.prior_actions:
             if p.decision in (DecisionResult.ALLOW, DecisionResult.MODIFY) and self.target.matches(
@@ -156,7 +157,7 @@ class CompiledRule:
             ):
                 age = (now - p.timestamp).total_seconds()
                 if 0 <= age <= c.window:
-                    count += 1
+                    count += p.output_bytes if c.kind == "volume" else 1
         return count >= c.max
 
 

@@ -21,14 +21,16 @@ __all__ = ["Constraint", "Header", "RuleSpec"]
 class Constraint:
     """`constraints:` entry; the rule fires when the constraint is VIOLATED (AARM 9.2)."""
 
-    kind: str  # "domain_allowlist" | "rate"
+    kind: str  # "domain_allowlist" | "rate" | "volume"
     domains: tuple[str, ...] = ()
-    max: int = 0
+    max: int = 0  # actions (rate) or bytes (volume)
     window: float = 0.0
 
     def to_json(self) -> Any:
         if self.kind == "rate":
             return {"rate": {"max": self.max, "window": self.window}}
+        if self.kind == "volume":
+            return {"volume": {"max_bytes": self.max, "window": self.window}}
         return {"domain_allowlist": list(self.domains)}
 
 

@@ -89,7 +89,7 @@ def _modifications(v: Checker, m: Any, line: int) -> FrozenMap:
 
 
 def _constraints(v: Checker, m: Any, line: int) -> tuple[Constraint, ...]:
-    m = v.keys(m, ("domain_allowlist", "rate"), "`constraints`", line)
+    m = v.keys(m, ("domain_allowlist", "rate", "volume"), "`constraints`", line)
     if not m:
         v.fail("`constraints` is empty (empty means no)", line)
     out = []
@@ -100,17 +100,18 @@ def _constraints(v: Checker, m: Any, line: int) -> tuple[Constraint, ...]:
                 out.append(Constraint("domain_allowlist", domains=domain_list(val, "domain_allowlist")))
             except OperatorArgError as exc:
                 v.fail(str(exc), kl)
-        else:
-            r = v.keys(val, ("max", "window"), "`constraints.rate`", kl)
-            mx = r.get("max")
+        else:  # rate (actions allowed) or volume (bytes returned), over a window
+            cap = "max" if k == "rate" else "max_bytes"
+            r = v.keys(val, (cap, "window"), f"`constraints.{k}`", kl)
+            mx = r.get(cap)
             if not isinstance(mx, int) or isinstance(mx, bool) or mx < 1:
-                v.fail(f"`rate.max` must be an integer >= 1, found `{mx!r}`", kl)
+                v.fail(f"`{k}.{cap}` must be an integer >= 1, found `{mx!r}`", kl)
             if "window" not in r:
-                v.fail("`rate` needs a `window` (seconds)", kl)
-            win = v.duration(r["window"], "rate.window", r.key_line("window"))
+                v.fail(f"`{k}` needs a `window` (seconds)", kl)
+            win = v.duration(r["window"], f"{k}.window", r.key_line("window"))
             if win <= 0:
-                v.fail("`rate.window` must be positive", r.key_line("window"))
-            out.append(Constraint("rate", max=mx, window=win))
+                v.fail(f"`{k}.window` must be positive", r.key_line("window"))
+            out.append(Constraint(k, max=mx, window=win))
     return tuple(out)
 
 
