@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import measure  # noqa: E402
-from bench_injection import median_us, prose  # noqa: E402
+from _timing import measure
+from bench_injection import median_us, prose
 
-from aarmor import Guard, Identity  # noqa: E402
-from aarmor.context.detectors import run_detectors  # noqa: E402
-from aarmor.context.injection import scan_injection  # noqa: E402
-from aarmor.context.provenance import ProvenanceIndex, scan_text  # noqa: E402
+from aarmor import Guard, Identity
+from aarmor.context.detectors import run_detectors
+from aarmor.context.injection import scan_injection
+from aarmor.context.provenance import ProvenanceIndex, scan_text
 
 
 def email_json() -> str:
