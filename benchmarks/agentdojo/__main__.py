@@ -2,8 +2,10 @@
 
 Runs every (user task, injection task) pair and every benign user task of AgentDojo v1.2.2's suites
 through each policy given with `--policy` (default: `builtin:default`) and, in the same invocation, the two
-baselines: allow-all and deny-side-effects (only tools the tool risk model classes `read_only`). Prints
-one table per suite (markdown) with Wilson 95% intervals; `--json FILE` writes every count.
+baselines: allow-all and deny-side-effects (only tools the tool risk model classes `read_only`), under each
+attack given with `--attack` (default: `important_instructions`; benign runs are shared by all attacks).
+Prints one table per suite and attack (markdown) with Wilson 95% intervals; `--json FILE` writes every count
+(`attacks.<attack>.<suite>`; `suites` repeats the first attack's).
 
 Needs agentdojo: `.venv/bin/pip install -e '.[bench]'`. See benchmarks/agentdojo/README.md.
 """
@@ -20,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .harness import EXECUTED, Run, SuiteRunner, load_suites, open_guard
+from .harness import ATTACKS, DOS_ATTACKS, EXECUTED, Run, SuiteRunner, _Stub, load_suites, open_guard
 
 VERSION = "v1.2.2"
 SUITES = ("workspace", "travel", "banking", "slack")
@@ -52,14 +54,10 @@ def tally(c: Counter[str], prefix: str, run: Run) -> None:
         c[f"{key}_defer"] += call.outcome == "DEFER"
 
 
-def run_suite(runner: SuiteRunner, guards: dict[str, Any], *, max_user: int | None,
-              max_injection: int | None) -> dict[str, Any]:
-    users = list(runner.suite.user_tasks.values())[:max_user]
-    injections = list(runner.suite.injection_tasks.values())[:max_injection]
+def run_benign(runner: SuiteRunner, guards: dict[str, Any], *, max_user: int | None) -> dict[str, Counter[str]]:
+    """The suite's benign runs (no injection; the same for every attack): counts per policy."""
     counts: dict[str, Counter[str]] = {name: Counter() for name in guards}
-    excluded: Counter[str] = Counter()
-    excluded_pairs: list[str] = []
-    for ut in users:
+    for ut in list(runner.suite.user_tasks.values())[:max_user]:
         env = runner.benign_env(ut)
         for name, guard in guards.items():
             r = runner.run(ut, None, env, guard)
@@ -68,10 +66,26 @@ def run_suite(runner: SuiteRunner, guards: dict[str, Any], *, max_user: int | No
             c["benign_utility"] += r.utility
             c["benign_broken"] += bool(r.blocked())
             tally(c, "benign", r)
+    return counts
+
+
+def run_suite(runner: SuiteRunner, guards: dict[str, Any], *, max_user: int | None,
+              max_injection: int | None, benign: dict[str, Counter[str]] | None = None) -> dict[str, Any]:
+    """Every pair of the runner's current attack (plus the benign runs, unless `benign` already holds them)."""
+    users = list(runner.suite.user_tasks.values())[:max_user]
+    injections = list(runner.suite.injection_tasks.values())[:max_injection]
+    if runner.dos:  # AgentDojo runs a DoS attack with the first injection task only (its goal is unused)
+        injections = injections[:1]
+    if benign is None:
+        benign = run_benign(runner, guards, max_user=max_user)
+    counts: dict[str, Counter[str]] = {name: Counter(benign[name]) for name in guards}
+    excluded: Counter[str] = Counter()
+    excluded_pairs: list[str] = []
+    for ut in users:
         for it in injections:
             pair = f"{ut.ID}/{it.ID}"
             env = runner.attack_env(ut, it)
-            if not it.ground_truth(env.model_copy(deep=True)):
+            if not runner.dos and not it.ground_truth(env.model_copy(deep=True)):
                 excluded["empty_attack"] += 1
                 excluded_pairs.append(f"{pair}: no attacker call")
                 continue
@@ -88,8 +102,9 @@ def run_suite(runner: SuiteRunner, guards: dict[str, Any], *, max_user: int | No
                 c["attack_success"] += bool(r.security)
                 c["utility_under_attack"] += r.utility
                 tally(c, "attack", r)
-    return {"users": len(users), "injection_tasks": len(injections), "excluded": dict(excluded),
-            "excluded_pairs": excluded_pairs, "policies": {n: dict(c) for n, c in counts.items()}}
+    return {"attack": runner.attack_name, "users": len(users), "injection_tasks": len(injections),
+            "excluded": dict(excluded), "excluded_pairs": excluded_pairs,
+            "policies": {n: dict(c) for n, c in counts.items()}}
 
 
 def rate(k: int, n: int) -> dict[str, Any]:
@@ -139,23 +154,45 @@ def fmt(m: dict[str, Any]) -> str:
     return f"{m['rate'] * 100:.1f}% ({m['k']}/{m['n']}; {lo * 100:.1f}-{hi * 100:.1f})"
 
 
+def label(name: str) -> str:
+    """A policy's column heading: a file's stem (`policies/x.yaml` -> `x`), a builtin as given."""
+    return Path(name).stem if name.endswith((".yaml", ".yml")) else name
+
+
 def markdown(suite: str, res: dict[str, Any], names: list[str]) -> str:
     per = {n: metrics(res["policies"][n]) for n in names}
     any_policy = res["policies"][names[0]]
     fold = " (validation fold: not tuned on)" if suite in VALIDATION else ""
     ex = res["excluded"]
+    dos = ""
+    if res["attack"] in DOS_ATTACKS:
+        dos = " (denial of service: the agent resists; success = the user task fails)"
     lines = [
-        f"### {suite}{fold}",
+        f"### {suite}, attack {res['attack']}{dos}{fold}",
         "",
         f"{res['users']} user tasks, {res['injection_tasks']} injection tasks: {any_policy.get('pairs', 0)} pairs "
         f"scored; excluded {ex.get('empty_attack', 0)} with no attacker call and "
         f"{ex.get('succeeds_without_attacker_calls', 0)} that succeed with every attacker call withheld.",
         "",
-        "| metric | " + " | ".join(names) + " |",
+        "| metric | " + " | ".join(map(label, names)) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for label, key in ROWS:
-        lines.append(f"| {label} | " + " | ".join(fmt(per[n][key]) for n in names) + " |")
+    for row, key in ROWS:
+        lines.append(f"| {row} | " + " | ".join(fmt(per[n][key]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def summary(by_attack: dict[str, dict[str, Any]], names: list[str]) -> str:
+    """Attack success per attack and suite, one column per policy (rate, k/n)."""
+    lines = ["### attack success per attack", "", "| attack | suite | " + " | ".join(map(label, names)) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for attack, suites in by_attack.items():
+        for suite, res in suites.items():
+            cells = []
+            for n in names:
+                m = res["metrics"][n]["attack_success"]
+                cells.append(f"{m['rate'] * 100:.1f}% ({m['k']}/{m['n']})" if m["n"] else "-")
+            lines.append(f"| {attack} | {suite} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -164,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suites", nargs="+", default=["all"], help="all, or any of " + ", ".join(SUITES))
     ap.add_argument("--policy", action="append", dest="policies",
                     help="policy to measure (a file or builtin:NAME); repeatable; default builtin:default")
+    ap.add_argument("--attack", action="append", dest="attacks", choices=ATTACKS, metavar="NAME",
+                    help="AgentDojo attack filling the injection vectors; repeatable; default important_instructions; "
+                         "one of " + ", ".join(ATTACKS))
     ap.add_argument("--quick", action="store_true", help="the first 3 user tasks x first 3 injection tasks per suite")
     ap.add_argument("--max-user-tasks", type=int)
     ap.add_argument("--max-injection-tasks", type=int)
@@ -176,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     max_user = args.max_user_tasks or (3 if args.quick else None)
     max_inj = args.max_injection_tasks or (3 if args.quick else None)
     policies = {p: p for p in (args.policies or ["builtin:default"])} | BASELINES
-    out: dict[str, Any] = {"agentdojo_benchmark_version": VERSION, "policies": list(policies), "suites": {}}
+    attacks = list(dict.fromkeys(args.attacks or ["important_instructions"]))
+    by_attack: dict[str, dict[str, Any]] = {a: {} for a in attacks}
+    out: dict[str, Any] = {"agentdojo_benchmark_version": VERSION, "policies": list(policies), "attacks": by_attack,
+                           "victim_model_name": _Stub.name, "suites": by_attack[attacks[0]]}
     try:
         import agentdojo  # type: ignore[import-untyped]
         out["agentdojo_package"] = getattr(agentdojo, "__version__", None) or _dist_version("agentdojo")
@@ -188,17 +231,25 @@ def main(argv: list[str] | None = None) -> int:
         guards = {name: open_guard(src, f"{home}/{i}") for i, (name, src) in enumerate(policies.items())}
         try:
             for suite in load_suites(VERSION, names):
+                runner = SuiteRunner(suite, attacks[0])
                 t = time.monotonic()
-                res = run_suite(SuiteRunner(suite), guards, max_user=max_user, max_injection=max_inj)
-                res["seconds"] = round(time.monotonic() - t, 1)
-                res["metrics"] = {n: metrics(res["policies"][n]) for n in policies}
-                out["suites"][suite.name] = res
-                print(markdown(suite.name, res, list(policies)), end="\n\n", flush=True)
+                benign = run_benign(runner, guards, max_user=max_user)
+                for attack in attacks:
+                    runner.attack_name = attack
+                    res = run_suite(runner, guards, max_user=max_user, max_injection=max_inj, benign=benign)
+                    res["seconds"] = round(time.monotonic() - t, 1)  # the first attack's includes the benign runs
+                    t = time.monotonic()
+                    res["metrics"] = {n: metrics(res["policies"][n]) for n in policies}
+                    by_attack[attack][suite.name] = res
+                    print(markdown(suite.name, res, list(policies)), end="\n\n", flush=True)
         finally:
             for g in guards.values():
                 g.close()
     out["seconds"] = round(time.monotonic() - t0, 1)
-    print(f"{len(names)} suites in {out['seconds']} s (agentdojo {out['agentdojo_package']}, benchmark {VERSION})")
+    if len(attacks) > 1:
+        print(summary(by_attack, list(policies)), end="\n\n")
+    print(f"{len(attacks)} attack(s) x {len(names)} suites in {out['seconds']} s "
+          f"(agentdojo {out['agentdojo_package']}, benchmark {VERSION})")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

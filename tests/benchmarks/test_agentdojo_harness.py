@@ -68,3 +68,29 @@ def test_step_up_and_defer_end_at_once_and_count_as_blocked(tmp_path: Path) -> N
     assert m["benign_step_up"]["k"] == 1 and m["benign_breakage"]["k"] == 1
     assert m["attack_run_step_up"]["k"] > 0 and m["attack_run_defer"]["k"] > 0
     assert m["attack_success"]["k"] < m["attack_success"]["n"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_attack_option_runs_each_attack_and_dos_counts_the_users_task(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main(["--suites", "banking", "--max-user-tasks", "2", "--max-injection-tasks", "2",
+                 "--attack", "direct", "--attack", "dos", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["attacks"]) == ["direct", "dos"]
+    assert report["suites"] == report["attacks"]["direct"]  # `suites` repeats the first attack's
+    direct = report["attacks"]["direct"]["banking"]
+    assert direct["attack"] == "direct"
+    assert direct["metrics"]["allow-all"]["attack_success"]["n"] == 4
+    dos = report["attacks"]["dos"]["banking"]
+    # a DoS attack pairs each user task with the first injection task only; the scripted agent resists,
+    # so with no monitor the user's task succeeds (the attack fails) and no attacker call is made
+    m = dos["metrics"]["allow-all"]
+    assert dos["injection_tasks"] == 1 and m["attack_success"]["n"] == 2 and m["attack_success"]["k"] == 0
+    assert m["attacker_calls_blocked"]["n"] == 0
+    # benign runs are shared by the attacks
+    assert m["benign_utility"] == direct["metrics"]["allow-all"]["benign_utility"]
+
+
+def test_unknown_attack_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main(["--suites", "banking", "--attack", "manual"])
