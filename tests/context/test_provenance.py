@@ -128,3 +128,10 @@ def test_outputs_of_trusted_tools_are_not_untrusted_sources(make_guard: Callable
         ok = s.evaluate("send_email", {"to": "carol@company.com"})
         bad = s.evaluate("send_email", {"to": "eve@evil.com"})
     assert ok.result.value == "ALLOW" and bad.result.value == "DENY"
+
+
+def test_iban_shaped_accounts_and_dates_with_times() -> None:
+    # no IBAN (the US has none), but an account a payment can go to: tracked as an account number
+    assert _fps("Send it to US133000000121212121212 today", "account") & _fps("US13 3000 0001 2121 2121 212",
+                                                                              "account")
+    assert not _fps("meeting 2024-05-30 10:20 in room 4", "account")

@@ -13,7 +13,8 @@ Kinds of values (`KINDS`), each normalised so that trivial transformations still
   e-mail address, and bare domains with a common top-level domain; lower-cased, IDNA, no `www.`), `url`
   (scheme, host, path and query; percent-decoded, no fragment, no trailing slash),
 - `iban` (mod-97 valid; upper-case, no separators), `account` (8-19 digit runs with optional single
-  separators, not dates), `phone` (E.164, NANP and UK forms; the last 9 digits),
+  separators, not starting with a date; and IBAN-shaped strings with 8+ digits that fail the checksum),
+  `phone` (E.164, NANP and UK forms; the last 9 digits),
 - `amount` (a number marked as money: a currency symbol or code next to it, or in an argument named like
   an amount; compared as a decimal), `path` (absolute, home- or dot-relative file paths; normalised, lower),
 - `secret` (a long random-looking token: 24+ characters of letters and digits): every 16-character window
@@ -215,10 +216,15 @@ def _digit_windows(text: str) -> list[tuple[int, int]]:
 def _scan_digits(chunk: str, out: list[Value]) -> None:
     add = out.append
     for m in _IBAN.finditer(chunk.upper()):
+        compact = re.sub(r"[^A-Z0-9]", "", m.group(0))
         if iban_valid(m.group(0)):
-            add(Value("iban", fingerprint("iban", re.sub(r"[^A-Z0-9]", "", m.group(0))), True))
+            add(Value("iban", fingerprint("iban", compact), True))
+        elif sum(c.isdigit() for c in compact) >= 8:
+            # IBAN-shaped but no valid IBAN (a country without IBANs, a made-up or mistyped number):
+            # still an account identifier a payment can be sent to
+            add(Value("account", fingerprint("account", compact), True))
     for m in _ACCOUNT.finditer(chunk):
-        if not _DATE.fullmatch(m.group(0)):
+        if not _DATE.match(m.group(0)):  # `2024-05-30 10:20` is a date and a time, not an account
             add(Value("account", fingerprint("account", re.sub(r"\D", "", m.group(0))), True))
     for det in _PHONES:
         if det.hint is not None and not any(h in chunk for h in det.hint):
