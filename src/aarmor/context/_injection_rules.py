@@ -74,7 +74,9 @@ _RULES: tuple[_Rule, ...] = (
        _OVERRIDE_VERB + r"\s+(?:(?:all|any|each|every|the|your|my|our|these|those|of|whatever)\s+){0,3}"
        r"(?:(?:previous|prior|above|preceding|earlier|foregoing|original|initial|system)\s+){1,2}"
        r"(?:instructions?|prompts?|directions|directives?|commands|context|guidance|guidelines|rules|"
-       r"constraints|restrictions|programming)\b",
+       r"constraints|restrictions|programming"
+       # "instructions" with stray letters inserted (`iunstructions`): typos are a cheap evasion
+       r"|\w?i\w?n\w?s\w?t\w?r\w?u\w?c\w?t\w?i\w?o\w?n\w?s?)\b",
        _OVERRIDE, after=160),
     _r("override_all",
        r"(?:ignore|disregard|forget)\s+(?:(?:all|any|every|each)\s+(?:of\s+)?(?:your\s+|the\s+|my\s+)?"
