@@ -216,10 +216,6 @@ class Mediator:
 
     def _abandon(self, call: _Call, why: str) -> None:
         """Record the DENY of a call whose caller went away before it could run (never raises)."""
-        if call.execution is not None:  # it ran: `_finish` records it, not a DENY
-            with contextlib.suppress(BaseException):
-                self._finish(call)
-            return
         self._fail(call, RuntimeError(why))
         with contextlib.suppress(Exception):
             self._finish(call)
