@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -189,8 +190,9 @@ class ClientSession:
             return unwrap(await (asyncio.wait_for(fut, limit) if limit is not None else fut))
         except TimeoutError:
             up.forget(rid)
-            await up.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                           "params": {"requestId": rid, "reason": f"no answer within {limit:g} s"}})
+            with contextlib.suppress(Exception):  # a server gone meanwhile: the client's error is the same
+                await up.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                               "params": {"requestId": rid, "reason": f"no answer within {limit:g} s"}})
             raise RemoteError(UPSTREAM_TIMEOUT, f"upstream `{up.name}` did not answer `{method}` within "
                                                 f"{limit:g} s (request_timeout)") from None
         finally:
