@@ -31,6 +31,7 @@ __all__ = [
     "GatewayConfig",
     "GatewayTokenConfig",
     "IntentConfig",
+    "IntentProfile",
     "NotifierConfig",
     "RedactionConfig",
     "ResolverConfig",
@@ -199,6 +200,16 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentProfile:
+    """Thresholds for one agent type (`intent.profiles.<agent type>`); None: the top-level value."""
+
+    drift_threshold: float | None = None
+    drift_alpha: float | None = None
+    similarity_floor: float | None = None
+    similarity_ceiling: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class IntentConfig:
     """The intent scorer (docs/intent.md): alignment, semantic distance and drift for the PDP."""
 
@@ -217,6 +228,8 @@ class IntentConfig:
     #: weight of the newest action in the drift EMA, and the EMA level that sets `drift_detected`
     drift_alpha: float = 0.4
     drift_threshold: float | None = None
+    #: (agent type, profile) pairs: chosen by context `agent_type`, else `Identity.agent` (docs/intent.md)
+    profiles: tuple[tuple[str, IntentProfile], ...] = ()
 
 
 #: the policy with no configuration: protection for tool-using agents that lets ordinary work run
@@ -288,6 +301,13 @@ class _Decision(_Strict):
     confidence_threshold: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class _IntentProfile(_Strict):
+    drift_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    drift_alpha: float | None = Field(None, gt=0.0, le=1.0)
+    similarity_floor: float | None = Field(None, ge=-1.0, le=1.0)
+    similarity_ceiling: float | None = Field(None, ge=-1.0, le=1.0)
+
+
 class _Intent(_Strict):
     scorer: Literal["neutral", "embedding", "lexical"] = "neutral"
     threads: int = Field(1, ge=1, le=64)
@@ -298,6 +318,15 @@ class _Intent(_Strict):
     similarity_ceiling: float | None = Field(None, ge=-1.0, le=1.0)
     drift_alpha: float = Field(0.4, gt=0.0, le=1.0)
     drift_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    profiles: dict[str, _IntentProfile] = Field(default_factory=dict)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, v: dict[str, _IntentProfile]) -> dict[str, _IntentProfile]:
+        for name in v:
+            if not name.strip():
+                raise ValueError("an agent type name must not be blank")
+        return v
 
 
 class _Notifier(_Strict):
@@ -534,7 +563,8 @@ def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:
         model_path=str(base / i.model_path) if i.model_path else None,
         tokenizer_path=str(base / i.tokenizer_path) if i.tokenizer_path else None,
         similarity_floor=i.similarity_floor, similarity_ceiling=i.similarity_ceiling,
-        drift_alpha=i.drift_alpha, drift_threshold=i.drift_threshold)
+        drift_alpha=i.drift_alpha, drift_threshold=i.drift_threshold,
+        profiles=tuple((name, IntentProfile(**p.model_dump())) for name, p in i.profiles.items()))
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -7,6 +7,8 @@ Scorers (`intent.scorer` in the configuration, docs/intent.md):
 - `neutral` (default): no signal; the PDP skips the alignment overrides.
 - `embedding`: all-MiniLM-L6-v2 sentence embeddings (`aarmor[semantic]`, `aarmor.intent.embedding`).
 - `lexical`: word overlap, no extra needed (`aarmor.intent.lexical`); much coarser.
+Thresholds per agent type: `intent.profiles` (`resolve_profiles`); deriving them from labelled sequences:
+`aarmor calibrate` (`aarmor.intent.calibrate`).
 Configuring `embedding` without the extra installed is an error at start naming the extra, never a silent
 fallback to `lexical` or `neutral`.
 """
@@ -21,7 +23,9 @@ from aarmor.model import Action, ContextSnapshot, FrozenMap
 if TYPE_CHECKING:
     from aarmor.config import IntentConfig
 
-__all__ = ["AlignmentScorer", "AlignmentSignal", "NeutralScorer", "build_scorer"]
+    from .scorer import Profile
+
+__all__ = ["AlignmentScorer", "AlignmentSignal", "NeutralScorer", "build_scorer", "resolve_profiles"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +70,47 @@ def build_scorer(cfg: IntentConfig) -> AlignmentScorer:
     """
     if cfg.scorer == "neutral":
         return NeutralScorer()
-    from .scorer import Calibration, DriftSettings, SemanticScorer
+    from .scorer import SemanticScorer
 
-    floor, ceiling, drift = DEFAULTS[cfg.scorer]
-    calibration = Calibration(cfg.similarity_floor if cfg.similarity_floor is not None else floor,
-                              cfg.similarity_ceiling if cfg.similarity_ceiling is not None else ceiling)
-    settings = DriftSettings(cfg.drift_alpha, cfg.drift_threshold if cfg.drift_threshold is not None else drift)
+    default, profiles = resolve_profiles(cfg)
     if cfg.scorer == "lexical":
         from .lexical import lexical_similarity
 
-        return SemanticScorer("lexical", lexical_similarity, calibration=calibration, drift=settings)
+        return SemanticScorer("lexical", lexical_similarity, calibration=default.calibration, drift=default.drift,
+                              profiles=profiles)
     from .embedding import MiniLMEncoder, locate_model_files, verify_files
 
     files = locate_model_files(cfg.model_path, cfg.tokenizer_path)
     verify_files(files)
     encoder = MiniLMEncoder(files, threads=cfg.threads, cache_size=cfg.cache_size)
-    return SemanticScorer("embedding", encoder.similarity, calibration=calibration, drift=settings,
-                          encoder=encoder)
+    return SemanticScorer("embedding", encoder.similarity, calibration=default.calibration, drift=default.drift,
+                          profiles=profiles, encoder=encoder)
+
+
+def resolve_profiles(cfg: IntentConfig, scorer: str | None = None) -> tuple[Profile, dict[str, Profile]]:
+    """The default profile and the profiles per agent type, every threshold filled in.
+
+    A value left out of a profile is the top-level one; a top-level value left out is the scorer's default
+    (`DEFAULTS`). `scorer` overrides `cfg.scorer` (which must then not be `neutral`).
+
+    Raises:
+        ConfigError: bad thresholds (naming the profile).
+    """
+    from aarmor.errors import ConfigError
+
+    from .scorer import Calibration, DriftSettings, Profile
+
+    floor, ceiling, drift = DEFAULTS[scorer or cfg.scorer]
+    top = (cfg.similarity_floor if cfg.similarity_floor is not None else floor,
+           cfg.similarity_ceiling if cfg.similarity_ceiling is not None else ceiling,
+           cfg.drift_alpha, cfg.drift_threshold if cfg.drift_threshold is not None else drift)
+    default = Profile(None, Calibration(top[0], top[1]), DriftSettings(top[2], top[3]))
+    profiles: dict[str, Profile] = {}
+    for name, p in cfg.profiles:
+        values = [v if v is not None else t for v, t in
+                  zip((p.similarity_floor, p.similarity_ceiling, p.drift_alpha, p.drift_threshold), top, strict=True)]
+        try:
+            profiles[name] = Profile(name, Calibration(values[0], values[1]), DriftSettings(values[2], values[3]))
+        except ConfigError as exc:
+            raise ConfigError(f"intent.profiles.{name}: {exc}") from exc
+    return default, profiles

@@ -27,6 +27,13 @@ overlap for the lexical fallback) and reports:
 No original request: no signal at all (None); the PDP's alignment steps stay off. The scorer computes,
 the PDP decides: nothing here denies anything.
 
+Profiles per agent type (`intent.profiles`): the thresholds above (`similarity_floor`, `similarity_ceiling`,
+`drift_alpha`, `drift_threshold`) can differ per agent type. The scorer picks the profile for each action
+(`SemanticScorer.profile_for`): the agent type is the session's context field `agent_type` when set to a
+non-empty string (`session.set_context("agent_type", ...)`), otherwise the identity's `agent`; the profile
+of that name if one is configured, otherwise the default profile (the top-level values). The PDP never sees
+profiles, only the numbers they produce.
+
 Per-session drift state lives in the scorer's memory (at most `max_sessions`, least recently used
 evicted). An action counts once it appears in the snapshot's `prior_actions`, so dry runs
 (`Session.evaluate`) and re-evaluations of a deferred action never count twice. Actions this process did
@@ -53,10 +60,15 @@ __all__ = [
     "Calibration",
     "DriftSettings",
     "DriftState",
+    "Profile",
     "SemanticScorer",
     "action_descriptor",
+    "agent_type_of",
     "request_confidence",
 ]
+
+#: the session context field naming the agent type explicitly (it wins over `Identity.agent`)
+AGENT_TYPE_FIELD = "agent_type"
 
 #: the risk signals the scorer adds (reserved names)
 DRIFT_SIGNAL_NAMES = frozenset({"semantic_drift", "semantic_drift_max", "drift_detected", "semantic_drift_actions"})
@@ -165,6 +177,23 @@ class DriftState:
         return DriftState(ema, max(self.max, distance), self.count + 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The thresholds used for one agent type (`name`), or the default profile (`name` None)."""
+
+    name: str | None
+    calibration: Calibration
+    drift: DriftSettings
+
+
+def agent_type_of(action: Action, snapshot: ContextSnapshot) -> str | None:
+    """The agent type that selects a profile: context `agent_type` (a non-empty string), else `Identity.agent`."""
+    explicit = snapshot.values.get(AGENT_TYPE_FIELD)
+    if isinstance(explicit, str) and explicit.strip():
+        return explicit
+    return action.identity.agent
+
+
 @dataclass(slots=True)
 class _Session:
     request: str
@@ -183,14 +212,17 @@ class SemanticScorer:
     """The distance/alignment/drift scorer over a similarity function (embedding or lexical)."""
 
     def __init__(self, name: str, similarity: Callable[[str, str], float], *, calibration: Calibration,
-                 drift: DriftSettings | None = None, max_sessions: int = 10_000,
-                 encoder: object | None = None) -> None:
+                 drift: DriftSettings | None = None, profiles: Mapping[str, Profile] | None = None,
+                 max_sessions: int = 10_000, encoder: object | None = None) -> None:
         self.name = name
         #: the `MiniLMEncoder` behind an embedding scorer (None for lexical), e.g. to `load()` it early
         self.encoder = encoder
         self._similarity = similarity
         self.calibration = calibration
         self.drift = drift or DriftSettings()
+        #: the default profile (the top-level values) and the profiles per agent type
+        self.default_profile = Profile(None, calibration, self.drift)
+        self.profiles: Mapping[str, Profile] = dict(profiles or {})
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
@@ -206,9 +238,10 @@ class SemanticScorer:
         request = snapshot.original_request
         if not request or not request.strip():
             return None
+        profile = self.profile_for(action, snapshot)
         sim, dist = self.distance(request, action_descriptor(action))
-        state = self._fold(snapshot, request)
-        now = state.step(dist, self.drift.alpha)
+        state = self._fold(snapshot, request, profile.drift.alpha)
+        now = state.step(dist, profile.drift.alpha)
         with self._lock:
             sess = self._sessions.get(snapshot.session_id)
             if sess is not None:
@@ -219,17 +252,22 @@ class SemanticScorer:
         signals = {
             "semantic_drift": round(now.ema, 6),
             "semantic_drift_max": round(now.max, 6),
-            "drift_detected": now.ema > self.drift.threshold,
+            "drift_detected": now.ema > profile.drift.threshold,
             "semantic_drift_actions": now.count,
         }
         return AlignmentSignal(
-            alignment=round(self.calibration.alignment(sim), 6),
+            alignment=round(profile.calibration.alignment(sim), 6),
             semantic_distance=round(dist, 6),
             confidence=round(request_confidence(request), 6),
             risk_signals=FrozenMap(signals),
         )
 
-    def _fold(self, snapshot: ContextSnapshot, request: str) -> DriftState:
+    def profile_for(self, action: Action, snapshot: ContextSnapshot) -> Profile:
+        """The profile of the action's agent type (`agent_type_of`), else the default profile."""
+        kind = agent_type_of(action, snapshot)
+        return self.profiles.get(kind, self.default_profile) if kind else self.default_profile
+
+    def _fold(self, snapshot: ContextSnapshot, request: str, alpha: float) -> DriftState:
         """The session's drift over its requested actions, folding in those not folded yet."""
         with self._lock:
             sess = self._sessions.get(snapshot.session_id)
@@ -247,8 +285,7 @@ class SemanticScorer:
         # distances of actions this process never scored are computed outside the lock
         state = base
         for p, d in new:
-            state = state.step(d if d is not None else self.distance(request, prior_descriptor(p))[1],
-                               self.drift.alpha)
+            state = state.step(d if d is not None else self.distance(request, prior_descriptor(p))[1], alpha)
         with self._lock:
             if sess.folded is base:  # nobody folded meanwhile: commit
                 sess.folded = state
