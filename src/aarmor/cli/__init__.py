@@ -34,7 +34,7 @@ def _root(
 
 
 def _wire() -> None:
-    from aarmor.cli import audit, demo, gateway, keys, log, pending, policy, receipts, serve, tokens
+    from aarmor.cli import audit, calibrate, demo, gateway, keys, log, pending, policy, receipts, serve, tokens
 
     app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
     app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
@@ -47,6 +47,7 @@ def _wire() -> None:
     app.add_typer(tokens.app, name="tokens", help="Create, list and revoke API tokens.")
     app.command(name="serve")(serve.serve)
     app.command(name="gateway")(gateway.gateway)
+    app.command(name="calibrate")(calibrate.calibrate)
 
 
 def main() -> None:
