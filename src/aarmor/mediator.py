@@ -729,9 +729,13 @@ class Mediator:
         )
         body["enforcement"] = {"result": call.final.result.value, "executed": call.execution is not None,
                                "reason": call.final.reason, "identity_flag": call.flag}
-        findings = call.snapshot.risk_signals.get("provenance_findings") if call.snapshot is not None else None
+        signals = call.snapshot.risk_signals if call.snapshot is not None else FrozenMap()
+        findings = signals.get("provenance_findings")
         if findings:  # which argument came from which earlier output (argument paths, never values)
             body["context"]["provenance"] = thaw(findings)
+        if signals.get("intent_scorer"):  # what produced the alignment and drift in `decision`
+            body["context"]["intent"] = {"scorer": signals["intent_scorer"],
+                                         "profile": signals.get("intent_profile")}
         return body
 
     def _commit(self, call: _Call, *, kind: str, stage: Callable[[Any], None]) -> str:

@@ -133,7 +133,8 @@ def test_drift_counts_each_requested_action_once_in_order() -> None:
     assert sig is not None
     assert (sig.semantic_distance, sig.alignment) == (pytest.approx(0.2), 1.0)
     assert dict(sig.risk_signals) == {"semantic_drift": pytest.approx(0.2), "semantic_drift_max": pytest.approx(0.2),
-                                      "drift_detected": False, "semantic_drift_actions": 1}
+                                      "drift_detected": False, "semantic_drift_actions": 1,
+                                      "intent_profile": "default"}
     # `a` was recorded; `b` is scored twice (a dry run, then for real): counts once
     sc.score(b, snap("r", (prior(a),)))
     sig = sc.score(b, snap("r", (prior(a),)))

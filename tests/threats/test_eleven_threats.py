@@ -230,9 +230,12 @@ def test_t07_intent_drift(make_guard: Callable[..., Any]) -> None:
                            ("repo.edit", {"path": "utils.py", "change": "fix the date format"}),
                            ("tests.run", {"name": "test_dates"})):
             s.invoke(tool, args, lambda a: "ok")
-        result, rule, _ = _outcome(lambda: s.invoke("package", {"name": "cryptography", "version": "latest"},
-                                                    lambda a: "updated", operation="update"))
+        result, rule, receipt_id = _outcome(lambda: s.invoke("package", {"name": "cryptography", "version": "latest"},
+                                                             lambda a: "updated", operation="update"))
     assert (result, rule) == (D.DENY, "off-task-dependency-change")
+    # the receipt says what produced the alignment it records
+    assert guard.store.get_receipt(receipt_id).body["context"]["intent"] == {"scorer": "embedding",
+                                                                            "profile": "default"}
 
 
 MEMORY_POLICY = """

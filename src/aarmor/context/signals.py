@@ -69,6 +69,7 @@ DERIVED_SIGNAL_NAMES = frozenset({
     "tool_category",
     # aarmor.intent.scorer (cumulative drift, computed by the scorer in the pipeline)
     "semantic_drift", "semantic_drift_max", "drift_detected", "semantic_drift_actions", "intent_scorer",
+    "intent_profile",
 })
 
 

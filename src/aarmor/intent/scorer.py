@@ -254,6 +254,7 @@ class SemanticScorer:
             "semantic_drift_max": round(now.max, 6),
             "drift_detected": now.ema > profile.drift.threshold,
             "semantic_drift_actions": now.count,
+            "intent_profile": profile.name or "default",
         }
         return AlignmentSignal(
             alignment=round(profile.calibration.alignment(sim), 6),
