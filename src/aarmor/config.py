@@ -32,6 +32,7 @@ __all__ = [
     "GatewayTokenConfig",
     "IntentConfig",
     "IntentProfile",
+    "JwtConfig",
     "NotifierConfig",
     "RedactionConfig",
     "ResolverConfig",
@@ -199,6 +200,39 @@ class GatewayConfig:
     progress_interval: float = 5.0
 
 
+#: the token algorithms `identity.jwt` accepts, one per key type (RSA, EC P-256, Ed25519): no `none`, no HMAC
+JwtAlgorithm = Literal["RS256", "ES256", "EdDSA"]
+JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("RS256", "ES256", "EdDSA")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """`identity.jwt`: bearer tokens (OIDC / JWT) checked against a JWKS (docs/identity.md)."""
+
+    issuer: str
+    #: accepted audiences: a token must name at least one
+    audience: tuple[str, ...]
+    #: exactly one of a JWKS file (read once, at start) or URL (fetched when needed, cached)
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = JWT_ALGORITHMS
+    #: clock skew tolerated on exp, nbf, iat and max_age, in seconds
+    leeway: float = 60.0
+    #: a token issued (`iat`) longer ago than this is refused; None: not checked (`exp` still is)
+    max_age: float | None = None
+    #: claim names (a dotted path reaches into objects: `realm_access.roles`); scopes_claim None:
+    #: `scope` (space-separated) else `scp` (a list or a string)
+    roles_claim: str = "roles"
+    scopes_claim: str | None = None
+    principal_claim: str = "sub"
+    #: JWKS URL: the cached key set is fetched again after this many seconds
+    jwks_cache_seconds: float = 300.0
+    #: JWKS URL: an unknown `kid` fetches the set again, at most once per this many seconds
+    jwks_refetch_interval: float = 30.0
+    #: JWKS URL: seconds a fetch may take
+    jwks_timeout: float = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class IntentProfile:
     """Thresholds for one agent type (`intent.profiles.<agent type>`); None: the top-level value."""
@@ -244,8 +278,10 @@ class Config:
     keys: Path
     policy: str = DEFAULT_POLICY
     internal_domains: tuple[str, ...] = ()
-    #: `enforce`: an action without a human or service identity is DENY; `flag`: recorded and allowed on
-    identity_mode: Literal["enforce", "flag"] = "enforce"
+    #: `enforce`: an action without a human or service identity is DENY; `flag`: recorded and allowed on;
+    #: `jwt`: every action needs a bearer token valid under `identity_jwt` (docs/identity.md)
+    identity_mode: Literal["enforce", "flag", "jwt"] = "enforce"
+    identity_jwt: JwtConfig | None = None
     tools: dict[str, ToolConfig] = field(default_factory=dict)
     classification: ClassificationConfig = ClassificationConfig()
     redaction: RedactionConfig = RedactionConfig()
@@ -293,8 +329,26 @@ class _Redaction(_Strict):
     allow: list[str] = Field(default_factory=list)
 
 
+class _Jwt(_Strict):
+    jwks_file: str | None = None
+    jwks_url: str | None = Field(None, pattern=r"^https?://")
+    issuer: str = Field(min_length=1)
+    audience: str | list[str]
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list(JWT_ALGORITHMS), min_length=1)
+    leeway: float = Field(60.0, ge=0, le=3600)
+    max_age: float | None = Field(None, gt=0)
+    roles_claim: str = Field("roles", min_length=1)
+    scopes_claim: str | None = Field(None, min_length=1)
+    principal_claim: str = Field("sub", min_length=1)
+    jwks_cache_seconds: float = Field(300.0, ge=0, le=86400)
+    jwks_refetch_interval: float = Field(30.0, ge=0, le=3600)
+    jwks_timeout: float = Field(5.0, gt=0, le=60)
+
+
 class _Identity(_Strict):
-    mode: Literal["enforce", "flag"] = "enforce"
+    mode: Literal["enforce", "flag", "jwt"] = "enforce"
+    jwt: _Jwt | None = None
 
 
 class _Decision(_Strict):
@@ -481,7 +535,8 @@ def _format_errors(exc: ValidationError, where: str) -> str:
     return f"configuration {where}: " + "; ".join(parts)
 
 
-_OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "tools",
+_OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "identity_jwt",
+              "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server", "intent"}
 
@@ -526,6 +581,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         policy=policy,
         internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
         identity_mode=overrides.get("identity_mode", f.identity.mode),
+        identity_jwt=_jwt(f.identity.jwt, base, overrides.get("identity_jwt")),
         tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation,
                                                                     tuple(t.classes or ()))
                                          for k, t in f.tools.items()},
@@ -543,9 +599,38 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
-    if cfg.identity_mode not in ("enforce", "flag"):
-        raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag")
+    if cfg.identity_mode not in ("enforce", "flag", "jwt"):
+        raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag, jwt")
+    if cfg.identity_mode == "jwt" and cfg.identity_jwt is None:
+        raise ConfigError("configuration: identity mode `jwt` needs an `identity.jwt` section "
+                          "(issuer, audience, and jwks_file or jwks_url)")
     return cfg
+
+
+def _jwt(j: _Jwt | None, base: Path, override: Any) -> JwtConfig | None:
+    """`identity.jwt`; the override is a `JwtConfig` or a mapping of the file's keys (paths from the cwd)."""
+    if isinstance(override, JwtConfig):
+        return override
+    if override is not None:
+        try:
+            j = _Jwt.model_validate(override)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "override `identity_jwt`")) from exc
+        base = Path.cwd()
+    if j is None:
+        return None
+    if (j.jwks_file is None) == (j.jwks_url is None):
+        raise ConfigError("configuration: `identity.jwt` needs exactly one of `jwks_file` or `jwks_url`")
+    audience = (j.audience,) if isinstance(j.audience, str) else tuple(j.audience)
+    if not audience or not all(a for a in audience):
+        raise ConfigError("configuration: `identity.jwt.audience` must name at least one non-empty audience")
+    return JwtConfig(
+        issuer=j.issuer, audience=audience,
+        jwks_file=str(base / Path(j.jwks_file).expanduser()) if j.jwks_file else None, jwks_url=j.jwks_url,
+        algorithms=tuple(dict.fromkeys(j.algorithms)), leeway=j.leeway, max_age=j.max_age,
+        roles_claim=j.roles_claim, scopes_claim=j.scopes_claim, principal_claim=j.principal_claim,
+        jwks_cache_seconds=j.jwks_cache_seconds, jwks_refetch_interval=j.jwks_refetch_interval,
+        jwks_timeout=j.jwks_timeout)
 
 
 def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:

@@ -24,7 +24,7 @@ from aarmor.canonical import format_ts
 from aarmor.config import Config, load_config
 from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.deferrals.service import DeferralDesk, Resolver
-from aarmor.errors import InputError, LimitExceeded, PolicyError
+from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
 from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
@@ -133,6 +133,8 @@ class Guard:
         self._clock = clock
         # `intent.scorer` (docs/intent.md); `embedding` without the extra fails here, before anything opens
         self.scorer: AlignmentScorer = scorer or build_scorer(config.intent)
+        # `identity.mode`; a JWKS file that cannot be used fails here, before anything opens
+        identity_verifier = verifier or _verifier(config)
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
                                      policy_reload_interval)
         self.store: Store = open_store(config.store)
@@ -156,7 +158,7 @@ class Guard:
         self.deferrals = DeferralDesk(self.store, config.deferrals, clock=clock)
         self.mediator = Mediator(
             policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
-            verifier=verifier or ClaimedIdentityVerifier(config.identity_mode),
+            verifier=identity_verifier,
             scorer=self.scorer, approvals=self.approvals, deferrals=self.deferrals,
             config=config, clock=clock)
         self._closed = False
@@ -315,3 +317,18 @@ def _notifications(config: Config, on_result: Callable[[str, str, str, bool, str
     from aarmor.approvals.notify import Notifications
 
     return Notifications(config.approvals.notifiers, page_url=config.server.base_url, on_result=on_result)
+
+
+def _verifier(config: Config) -> IdentityVerifier:
+    """`identity.mode`: `jwt` checks bearer tokens (docs/identity.md); `enforce`/`flag` take claims as given.
+
+    Raises:
+        ConfigError: mode `jwt` without `identity.jwt`, or a JWKS file that cannot be used.
+    """
+    if config.identity_mode == "jwt":
+        from aarmor.identity.tokens import TokenVerifier
+
+        if config.identity_jwt is None:
+            raise ConfigError("identity mode `jwt` needs an `identity.jwt` section")
+        return TokenVerifier(config.identity_jwt)
+    return ClaimedIdentityVerifier(config.identity_mode)

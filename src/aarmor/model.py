@@ -169,6 +169,10 @@ class Identity:
     `session` the session id (filled by the session). `verified_by` names the verifier that vouched for
     the claims ("none" for claimed-only identities: token verification arrives with the identity issue).
     Roles, scopes and delegation accept any sequence (or None) and are stored as tuples.
+
+    `token` is the bearer token (OIDC / JWT) a token verifier checks (identity mode `jwt`,
+    docs/identity.md). It is a credential: it is not part of `to_json` (so never in a receipt, the context
+    log or an approval request), not shown by `repr` and not compared; it lives only in memory.
     """
 
     human: str | None
@@ -179,15 +183,17 @@ class Identity:
     scopes: tuple[str, ...]
     delegation: tuple[DelegationLink, ...]
     verified_by: str
+    token: str | None = field(default=None, repr=False, compare=False)
 
     def __init__(self, human: str | None = None, service: str | None = None, agent: str | None = None,
                  session: str | None = None, roles: Sequence[str] | None = (), scopes: Sequence[str] | None = (),
-                 delegation: Sequence[DelegationLink] | None = (), verified_by: str = "none") -> None:
+                 delegation: Sequence[DelegationLink] | None = (), verified_by: str = "none",
+                 token: str | None = None) -> None:
         """Raises:
         TypeError: a level that is not a string, or roles/scopes/delegation of the wrong shape.
         """
         for name, value in (("human", human), ("service", service), ("agent", agent), ("session", session),
-                            ("verified_by", verified_by)):
+                            ("verified_by", verified_by), ("token", token)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"Identity.{name} must be a string, found {type(value).__name__}")
             object.__setattr__(self, name, value)
