@@ -1,9 +1,10 @@
 """Identity binding (AARM R6): the seam token verification will fill.
 
 `IdentityVerifier.verify` is called at submission and again just before a waited-for action runs
-(STEP_UP/DEFER: AARM 2.5 "re-validate before executing"). This issue ships `ClaimedIdentityVerifier`:
-it accepts the claims as given (`verified_by="none"`) and enforces the binding rule: an action needs a
-human principal or a service identity, else DENY (`enforce`) or recorded-and-allowed-on (`flag`).
+(STEP_UP/DEFER: AARM 2.5 "re-validate before executing"). `ClaimedIdentityVerifier` accepts the claims
+as given (`verified_by="none"`) and enforces the binding rule: an action needs a human principal or a
+service identity, else DENY (`enforce`) or recorded-and-allowed-on (`flag`). `aarmor.identity.tokens.
+TokenVerifier` (mode `jwt`) verifies a bearer token on `Identity.token` against a JWKS (docs/identity.md).
 """
 
 from __future__ import annotations
