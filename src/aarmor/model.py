@@ -167,7 +167,7 @@ class Identity:
 
     `human` is the human principal, `service` the service identity, `agent` the agent identity and
     `session` the session id (filled by the session). `verified_by` names the verifier that vouched for
-    the claims ("none" for claimed-only identities: token verification arrives with the identity issue).
+    the claims ("none" for claimed-only identities, "jwt" for a verified bearer token).
     Roles, scopes and delegation accept any sequence (or None) and are stored as tuples.
 
     `token` is the bearer token (OIDC / JWT) a token verifier checks (identity mode `jwt`,
