@@ -185,7 +185,7 @@ def scan_text(text: str, *, max_chars: int = 262_144, money: bool = False, outgo
             _scan_token(tok, out, outgoing)
     for lo, hi in _digit_windows(text):
         _scan_digits(text[lo:hi], out)
-    if money and re.fullmatch(r"\s*[$€£¥₹]?[\d,.]{1,24}\s*", text):
+    if money and _BARE_AMOUNT(text):
         a = _amount(text.strip().lstrip("$€£¥₹"))
         if a is not None:
             out.append(Value("amount", fingerprint("amount", a)))
@@ -193,6 +193,7 @@ def scan_text(text: str, *, max_chars: int = 262_144, money: bool = False, outgo
 
 
 _DIGIT_RUN = re.compile(r"\d+")
+_BARE_AMOUNT = re.compile(r"\s*[$€£¥₹]?[\d,.]{1,24}\s*").fullmatch  # an argument named like an amount
 #: a token that can hold a word-like value: `@`, `/`, `\`, `%`, or a dot followed by a letter (a host or a
 #: file name, not a sentence's end); long runs (secrets) are let through by length
 _MARKER = re.compile(r"[@/\\%]|\.[A-Za-z]").search
@@ -299,9 +300,9 @@ def scan_arguments(params: Mapping[str, Any], *, max_chars: int = 262_144) -> li
     def walk(v: Any, path: str, depth: int) -> None:
         if depth > 64 or budget[0] <= 0:
             return
+        money = isinstance(v, str | int | float | Decimal) and bool(_AMOUNT_ARG.search(path.rsplit(".", 1)[-1]))
         if isinstance(v, str):
             budget[0] -= len(v)
-            money = bool(_AMOUNT_ARG.search(path.rsplit(".", 1)[-1]))
             values = scan_text(v, max_chars=max_chars, money=money, outgoing=True)
             if len(values) == 1 or len({x.kind for x in values if x.kind != "domain"}) == 1:
                 values = [_whole(x, v) for x in values]
@@ -309,7 +310,7 @@ def scan_arguments(params: Mapping[str, Any], *, max_chars: int = 262_144) -> li
         elif isinstance(v, bool) or v is None:
             return
         elif isinstance(v, int | float | Decimal):
-            if _AMOUNT_ARG.search(path.rsplit(".", 1)[-1]):
+            if money:
                 a = _amount(str(v))
                 if a is not None:
                     found.append((path, Value("amount", fingerprint("amount", a))))
