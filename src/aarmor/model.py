@@ -138,13 +138,22 @@ def thaw(value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class DelegationLink:
-    """One hop of a delegation chain (AARM 2.7 `delegation_chain`). Verified by the identity issue."""
+    """One hop of a delegation chain (AARM 2.7 `delegation_chain`; docs/identity.md "Delegation").
+
+    `token` is the signed delegation token (a JWS) the link was read from, when it came signed: like
+    `Identity.token` it is a bearer credential, so it is not serialised, shown or compared. `link_id` is the
+    token's `jti` (what revocation by token id names) and `signer` the key id that verified the signature;
+    both are None for a claimed, unsigned link.
+    """
 
     delegator: str
     delegatee: str
     scope: tuple[str, ...] = ()
     issued_at: datetime | None = None
     expires_at: datetime | None = None
+    link_id: str | None = None
+    signer: str | None = None
+    token: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,12 +162,14 @@ class DelegationLink:
             "scope": list(self.scope),
             "issued_at": format_ts(self.issued_at) if self.issued_at else None,
             "expires_at": format_ts(self.expires_at) if self.expires_at else None,
+            "link_id": self.link_id,
+            "signer": self.signer,
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> DelegationLink:
         return cls(d["delegator"], d["delegatee"], tuple(d.get("scope") or ()), _ts(d.get("issued_at")),
-                   _ts(d.get("expires_at")))
+                   _ts(d.get("expires_at")), d.get("link_id"), d.get("signer"))
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -173,6 +184,8 @@ class Identity:
     `token` is the bearer token (OIDC / JWT) a token verifier checks (identity mode `jwt`,
     docs/identity.md). It is a credential: it is not part of `to_json` (so never in a receipt, the context
     log or an approval request), not shown by `repr` and not compared; it lives only in memory.
+    `token_id` is the verified token's `jti` (None without one): not a secret, it is recorded, and it is
+    what revocation by token id names.
     """
 
     human: str | None
@@ -183,17 +196,18 @@ class Identity:
     scopes: tuple[str, ...]
     delegation: tuple[DelegationLink, ...]
     verified_by: str
+    token_id: str | None
     token: str | None = field(default=None, repr=False, compare=False)
 
     def __init__(self, human: str | None = None, service: str | None = None, agent: str | None = None,
                  session: str | None = None, roles: Sequence[str] | None = (), scopes: Sequence[str] | None = (),
                  delegation: Sequence[DelegationLink] | None = (), verified_by: str = "none",
-                 token: str | None = None) -> None:
+                 token: str | None = None, token_id: str | None = None) -> None:
         """Raises:
         TypeError: a level that is not a string, or roles/scopes/delegation of the wrong shape.
         """
         for name, value in (("human", human), ("service", service), ("agent", agent), ("session", session),
-                            ("verified_by", verified_by), ("token", token)):
+                            ("verified_by", verified_by), ("token", token), ("token_id", token_id)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"Identity.{name} must be a string, found {type(value).__name__}")
             object.__setattr__(self, name, value)
@@ -227,6 +241,7 @@ class Identity:
             "effective_scope": list(self.effective_scope),
             "delegation_chain": [link.to_json() for link in self.delegation],
             "verified_by": self.verified_by,
+            "token_id": self.token_id,
         }
 
     @classmethod
@@ -234,7 +249,7 @@ class Identity:
         """Inverse of `to_json` (`effective_scope` is derived, not read)."""
         return cls(d.get("human"), d.get("service"), d.get("agent"), d.get("session"), d.get("roles") or (),
                    d.get("scope") or (), [DelegationLink.from_json(x) for x in d.get("delegation_chain") or ()],
-                   d.get("verified_by") or "none")
+                   d.get("verified_by") or "none", token_id=d.get("token_id"))
 
 
 @dataclass(frozen=True, slots=True)

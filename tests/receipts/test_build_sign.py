@@ -26,7 +26,7 @@ from tests.receipts.helpers import REDACTION, T0, action, decision
 TOP = {"receipt_id", "version", "kind", "session_id", "seq", "prev_receipt_hash", "issued_at", "action",
        "decision", "modification", "context", "approval", "deferral", "execution", "error"}
 REQUESTER = {"human", "service", "agent", "session", "roles", "scope", "effective_scope", "delegation_chain",
-             "verified_by"}
+             "verified_by", "token_id"}
 
 
 def _body(kind: str = "decision", **kw: Any) -> dict[str, Any]:

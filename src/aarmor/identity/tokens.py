@@ -314,8 +314,11 @@ class TokenVerifier:
         if scopes_claim is None:
             scopes_claim = "scope" if "scope" in claims else "scp"
         scopes = _strings(_claim(claims, scopes_claim), scopes_claim)
+        jti = claims.get("jti")
+        if jti is not None and not isinstance(jti, str):
+            raise TokenError("malformed", f"the `jti` claim must be a string, found {type(jti).__name__}")
         return dataclasses.replace(identity, human=principal, roles=roles, scopes=scopes,
-                                   verified_by="jwt"), None
+                                   verified_by="jwt", token_id=jti), None
 
     def _verified_claims(self, token: str, now: float) -> dict[str, Any]:
         import jwt

@@ -36,7 +36,7 @@ _DECISION_FIELDS = ("result", "policy", "rule_id", "matched_rules", "reason", "c
                     "confidence", "alignment", "defer_trigger", "context_needed", "errors", "approvers",
                     "timeout")
 _REQUESTER_FIELDS = ("human", "service", "agent", "session", "roles", "scope", "effective_scope",
-                     "delegation_chain", "verified_by")
+                     "delegation_chain", "verified_by", "token_id")
 
 
 def build_receipt(*, kind: str, action: Action, decision: Decision, session_seq: int, prev_receipt_hash: str,
@@ -66,7 +66,7 @@ def build_receipt(*, kind: str, action: Action, decision: Decision, session_seq:
         raise ValueError(f"a `{kind}` receipt needs the deferral block")
     issued_at = format_ts(now)
     ident = action.identity.to_json()
-    requester = {k: ident[k] for k in _REQUESTER_FIELDS}
+    requester = {k: ident.get(k) for k in _REQUESTER_FIELDS}
     act: dict[str, Any] = {
         "action_id": action.action_id,
         "timestamp": format_ts(action.timestamp),
