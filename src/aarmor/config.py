@@ -28,6 +28,7 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DeferralsConfig",
+    "DelegationConfig",
     "GatewayConfig",
     "GatewayTokenConfig",
     "IntentConfig",
@@ -234,6 +235,20 @@ class JwtConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DelegationConfig:
+    """`identity.delegation`: signed delegation chains (docs/identity.md "Delegation")."""
+
+    #: the `iss` of delegation tokens; nodes that verify each other's links share it (and the keys)
+    issuer: str = "aarmor"
+    #: the longest a delegation may last, in seconds (a link never outlives its parent either)
+    max_ttl: float = 3600.0
+    #: the most links a chain may have
+    max_depth: int = 4
+    #: clock skew tolerated on a link's iat and exp, in seconds
+    leeway: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class IntentProfile:
     """Thresholds for one agent type (`intent.profiles.<agent type>`); None: the top-level value."""
 
@@ -282,6 +297,7 @@ class Config:
     #: `jwt`: every action needs a bearer token valid under `identity_jwt` (docs/identity.md)
     identity_mode: Literal["enforce", "flag", "jwt"] = "enforce"
     identity_jwt: JwtConfig | None = None
+    identity_delegation: DelegationConfig = DelegationConfig()
     tools: dict[str, ToolConfig] = field(default_factory=dict)
     classification: ClassificationConfig = ClassificationConfig()
     redaction: RedactionConfig = RedactionConfig()
@@ -346,9 +362,17 @@ class _Jwt(_Strict):
     jwks_timeout: float = Field(5.0, gt=0, le=60)
 
 
+class _Delegation(_Strict):
+    issuer: str = Field("aarmor", min_length=1)
+    max_ttl: float = Field(3600.0, gt=0, le=86400)
+    max_depth: int = Field(4, ge=1, le=16)
+    leeway: float = Field(30.0, ge=0, le=600)
+
+
 class _Identity(_Strict):
     mode: Literal["enforce", "flag", "jwt"] = "enforce"
     jwt: _Jwt | None = None
+    delegation: _Delegation = _Delegation()
 
 
 class _Decision(_Strict):
@@ -582,6 +606,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
         identity_mode=overrides.get("identity_mode", f.identity.mode),
         identity_jwt=_jwt(f.identity.jwt, base, overrides.get("identity_jwt")),
+        identity_delegation=DelegationConfig(**f.identity.delegation.model_dump()),
         tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation,
                                                                     tuple(t.classes or ()))
                                          for k, t in f.tools.items()},

@@ -25,7 +25,8 @@ from aarmor.config import Config, load_config
 from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
-from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
+from aarmor.identity import ClaimedIdentityVerifier, IdentityError, IdentityVerifier
+from aarmor.identity.delegation import DelegationAuthority, DelegationCheck, chain_original_request
 from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity, ToolSpec
@@ -143,6 +144,13 @@ class Guard:
         except BaseException:
             self.store.close()
             raise
+        d = config.identity_delegation
+        #: signs and verifies delegation chains (`Session.delegate`; docs/identity.md "Delegation")
+        self.delegation = DelegationAuthority(self.keyring, issuer=d.issuer, max_ttl=d.max_ttl,
+                                              max_depth=d.max_depth, leeway=d.leeway)
+        # every verifier, a custom one too, gets the chain checked; only mode `jwt` refuses unsigned links
+        identity_verifier = DelegationCheck(identity_verifier, self.delegation,
+                                            require_signed=config.identity_mode == "jwt")
         self.classifier = Classifier(
             declared={name: t.returns for name, t in config.tools.items()},
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
@@ -217,6 +225,7 @@ class Guard:
         specs = tuple(tools or ())
         for spec in specs:
             normalize_name(spec.name)
+        original_request = _chain_request(identity, original_request)
         sid = session_id or "sess_" + uuid.uuid4().hex
         identity = dataclasses.replace(identity, session=sid)
         now = self._clock()
@@ -317,6 +326,24 @@ def _notifications(config: Config, on_result: Callable[[str, str, str, bool, str
     from aarmor.approvals.notify import Notifications
 
     return Notifications(config.approvals.notifiers, page_url=config.server.base_url, on_result=on_result)
+
+
+def _chain_request(identity: Identity, original_request: str | None) -> str | None:
+    """A sub-agent's session carries the human's original request from its signed delegation chain.
+
+    Raises:
+        InputError: a malformed link, or a different original request than the one the chain carries.
+    """
+    try:
+        carried = chain_original_request(identity.delegation)
+    except IdentityError as exc:
+        raise InputError(str(exc)) from None
+    if carried is None:
+        return original_request
+    if original_request is not None and original_request != carried:
+        raise InputError("the original request differs from the one the delegation chain carries (the human's "
+                         "request travels with the chain; leave `original_request` unset)")
+    return carried
 
 
 def _verifier(config: Config) -> IdentityVerifier:

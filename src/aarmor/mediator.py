@@ -560,6 +560,14 @@ class Mediator:
         call.run_params = self._run_params(call.action, decision)
         call.final = dataclasses.replace(decision, reason=f"DEFER resolved ({res.method}): {decision.reason}")
 
+    def verify_identity(self, identity: Identity) -> Identity:
+        """The identity as the configured verifier vouches for it now (tokens, delegation chain, revocation).
+
+        Raises:
+            IdentityError: it does not verify.
+        """
+        return self._verifier.verify(identity, now=self._clock())[0]
+
     def _reverify(self, call: _Call) -> None:
         # AARM 2.5: never execute on stale identity; the verifier raises if it no longer holds.
         self._verifier.verify(call.action.identity, now=self._clock())

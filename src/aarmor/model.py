@@ -223,12 +223,18 @@ class Identity:
 
     @property
     def effective_scope(self) -> tuple[str, ...]:
-        """Scopes narrowed along the delegation chain: the intersection can never widen."""
-        scope = set(self.scopes)
+        """Scopes narrowed along the delegation chain: the intersection can never widen.
+
+        An identity without scopes of its own takes the first link's scope; a link without a scope (only a
+        claimed one can have none) narrows nothing.
+        """
+        # None: unscoped so far (an identity without scopes); a link's scope then starts the narrowing.
+        # Once narrowed, an empty intersection stays empty: a later link can never widen it again.
+        scope: set[str] | None = set(self.scopes) or None
         for link in self.delegation:
             if link.scope:
-                scope = scope & set(link.scope) if scope else set(link.scope)
-        return tuple(sorted(scope))
+                scope = set(link.scope) if scope is None else scope & set(link.scope)
+        return tuple(sorted(scope or ()))
 
     def to_json(self) -> dict[str, Any]:
         return {

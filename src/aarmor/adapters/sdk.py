@@ -15,6 +15,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aarmor.canonical import format_ts
+from aarmor.identity.delegation import links_from_tokens
 from aarmor.mediator import HANDLE_PREFIX
 from aarmor.model import Decision
 from aarmor.normalize import new_action_id
@@ -97,6 +99,35 @@ class Session:
     def handle(action_id: str) -> str:
         """A result handle: put it in another call's arguments to make that call depend on `action_id`."""
         return HANDLE_PREFIX + action_id
+
+    def delegate(self, to: str, scope: Sequence[str], *, ttl: float = 300.0) -> tuple[str, ...]:
+        """Delegate to sub-agent `to` the `scope` it may act with, for `ttl` seconds; returns the signed chain.
+
+        The sub-agent opens its own session with `Identity(agent=to, delegation=links_from_tokens(chain))`:
+        its actions then carry this session's human principal and original request, and its effective scope
+        is at most `scope` (docs/identity.md "Delegation"). This session's identity is verified first, and
+        the delegation is recorded in its context log (a `delegation` entry, without the token).
+
+        Raises:
+            IdentityError: this session's identity does not verify now. DelegationError (an IdentityError):
+                the delegation may not be made (a scope this session does not hold, an empty scope, a ttl
+                beyond `identity.delegation.max_ttl`, a chain at `max_depth`).
+            RuntimeError: the session is closed.
+        """
+        guard, st = self._guard, self._state
+        with st.lock:
+            if st.closed:
+                raise RuntimeError(f"session `{st.session_id}` already closed")
+        delegator = guard.mediator.verify_identity(st.identity)
+        now = guard._clock()
+        chain = guard.delegation.delegate(delegator, to=to, scope=scope, ttl=ttl, now=now,
+                                          original_request=st.ctx.original_request)
+        link = links_from_tokens(chain[-1:])[0]
+        st.ctx.record_event("delegation", {"delegator": link.delegator, "delegatee": link.delegatee,
+                                           "scope": list(link.scope), "link_id": link.link_id,
+                                           "depth": len(chain), "expires_at": format_ts(link.expires_at)
+                                           if link.expires_at else None}, now=now)
+        return chain
 
     def update_context(self, **fields: Any) -> None:
         """Supply context fields (AARM 2.6 progressive resolution): each is logged as `context.<name>`

@@ -316,6 +316,11 @@ class SessionContext:
         return self._state.session_id
 
     @property
+    def original_request(self) -> str | None:
+        """The user's original request, as the session's start entry recorded it."""
+        return self._state.original_request
+
+    @property
     def head(self) -> tuple[int, str]:
         """(seq, entry_hash) of the last committed entry: a receipt's `context.log_seq`/`context_hash`."""
         with self._lock:

@@ -9,13 +9,17 @@ Two fronts share `ClientSession` (router.py):
 
 The user's original request reaches the session at `initialize`: `params._meta["aarmor/original_request"]`
 or the `X-Aarmor-Original-Request` header (percent-encoded UTF-8) on the initialize POST. A delegation
-chain can come the same way in `_meta["aarmor/delegation"]` (a list of links, see `DelegationLink`).
+chain can come the same way: `_meta["aarmor/delegation"]` or the `X-Aarmor-Delegation` header (signed
+tokens from `Session.delegate`; see `delegation_links`). With identity mode `jwt`, a bearer token that is
+not one of the configured static tokens is the caller's identity token (`Identity.token`): verified when
+the session opens (401 otherwise) and again at every decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -25,6 +29,8 @@ from typing import Any
 
 from aarmor.config import GatewayConfig, UpstreamConfig
 from aarmor.errors import InputError
+from aarmor.identity import IdentityError
+from aarmor.identity.delegation import links_from_tokens
 from aarmor.model import DelegationLink, Identity
 
 from .jsonrpc import (
@@ -40,13 +46,34 @@ from .router import ClientSession
 from .tools import ToolHandler
 from .upstream import MAX_LINE_BYTES
 
-__all__ = ["ORIGINAL_REQUEST_HEADER", "ORIGINAL_REQUEST_META", "Gateway"]
+__all__ = ["DELEGATION_HEADER", "ORIGINAL_REQUEST_HEADER", "ORIGINAL_REQUEST_META", "Gateway", "delegation_links"]
 
 log = logging.getLogger("aarmor.gateway")
 
 ORIGINAL_REQUEST_META = "aarmor/original_request"
 DELEGATION_META = "aarmor/delegation"
 ORIGINAL_REQUEST_HEADER = "x-aarmor-original-request"
+DELEGATION_HEADER = "x-aarmor-delegation"
+
+
+def delegation_links(chain: Any) -> tuple[DelegationLink, ...]:
+    """A delegation chain as a client sends it: signed tokens (a list, or one string of tokens separated by
+    commas or spaces; `Session.delegate` makes them) or, for the claimed identity modes only, a list of
+    link objects (`DelegationLink.to_json`). Verified at every decision, not here.
+
+    Raises:
+        InputError: neither shape. DelegationError: a token that is not a delegation token.
+    """
+    if isinstance(chain, str):
+        return links_from_tokens(chain)
+    if not isinstance(chain, list):
+        raise InputError("a delegation chain must be a list of signed links (or of link objects)")
+    if all(isinstance(x, str) for x in chain):
+        return links_from_tokens(chain)
+    try:
+        return tuple(DelegationLink.from_json(x) for x in chain)
+    except Exception as exc:
+        raise InputError(f"not a list of delegation links: {type(exc).__name__}: {exc}") from None
 
 
 def identity_from(fields: tuple[tuple[str, Any], ...] | dict[str, Any], **defaults: Any) -> Identity:
@@ -74,15 +101,14 @@ class Gateway:
         """The aarmor session of one client connection, opened at its `initialize`."""
         identity = cs.identity
         chain = meta.get(DELEGATION_META)
+        if chain is None:
+            chain = cs.delegation
         if chain is not None:
-            if not isinstance(chain, list):
-                raise RemoteError(-32602, f"`_meta.{DELEGATION_META}` must be a list of delegation links")
             try:
-                links = tuple(DelegationLink.from_json(x) for x in chain)
-            except Exception as exc:
+                links = delegation_links(chain)
+            except (InputError, IdentityError) as exc:
                 raise RemoteError(-32602, f"`_meta.{DELEGATION_META}`: {exc}") from None
-            identity = Identity(human=identity.human, service=identity.service, agent=identity.agent,
-                                roles=identity.roles, scopes=identity.scopes, delegation=links)
+            identity = dataclasses.replace(identity, delegation=links)  # keeps the bearer token
         original = cs.original_request
         if original is None and isinstance(meta.get(ORIGINAL_REQUEST_META), str):
             original = meta[ORIGINAL_REQUEST_META]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,9 +32,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from aarmor.identity import IdentityError
 from aarmor.model import Identity
 
-from .gateway import ORIGINAL_REQUEST_HEADER, Gateway, identity_from
+from .gateway import DELEGATION_HEADER, ORIGINAL_REQUEST_HEADER, Gateway, identity_from
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -180,19 +182,31 @@ class HttpFront:
         cfg = self.gw.config
         auth = h.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+            raw = auth[7:].strip()
+            digest = hashlib.sha256(raw.encode()).hexdigest()
             for tok in cfg.tokens:
                 if tok.sha256 == digest:
                     return identity_from(tok.identity), "token:" + digest
+            if self.gw.guard.config.identity_mode == "jwt":
+                # the caller's own identity token (OIDC/JWT): verified when a session opens (`_open`) and at
+                # every decision; the human principal, roles and scopes come from it
+                base = self._claimed(h) or identity_from(cfg.principal)
+                return dataclasses.replace(base, token=raw), "jwt:" + digest
             raise PermissionError("unknown bearer token")
-        if cfg.identity_headers:
+        claimed = self._claimed(h)
+        if claimed is not None:
             fields = {level: h.get(header.lower()) for level, header in cfg.identity_headers}
-            if any(fields.values()):
-                return identity_from({k: v for k, v in fields.items() if v}), "headers:" + json.dumps(
-                    fields, sort_keys=True)
+            return claimed, "headers:" + json.dumps(fields, sort_keys=True)
         if cfg.tokens:
             raise PermissionError("a bearer token is required")
         return self.gw.stdio_identity(), "principal"
+
+    def _claimed(self, h: dict[str, str]) -> Identity | None:
+        """The identity the configured identity headers carry, if any of them is present."""
+        fields = {level: h.get(header.lower()) for level, header in self.gw.config.identity_headers}
+        if not any(fields.values()):
+            return None
+        return identity_from({k: v for k, v in fields.items() if v})
 
     # --- POST ---------------------------------------------------------------------------------
     async def _read(self, h: dict[str, str], receive: Receive, send: Send, limit: int,
@@ -234,13 +248,19 @@ class HttpFront:
                                     "first", code=METHOD_NOT_FOUND, rid=msg.get("id"))
             return await _error(send, 400, "this gateway speaks the initialize handshake: send initialize first",
                                 rid=msg.get("id"))
+        if identity.token is not None:  # an identity token: refuse at once what could never act
+            try:
+                await asyncio.to_thread(self.gw.guard.mediator.verify_identity, identity)
+            except IdentityError as exc:
+                return await _error(send, 401, str(exc), headers=[(b"www-authenticate", b'Bearer realm="aarmor", '
+                                                               b'error="invalid_token"')], rid=msg.get("id"))
         original = h.get(ORIGINAL_REQUEST_HEADER)
         if original is not None:
             original = urllib.parse.unquote(original)
         sess = _Session(uuid.uuid4().hex, credential)
         sess.init_id = msg["id"]
         sess.cs = ClientSession(self.gw, sess.to_client, identity=identity, original_request=original,
-                                transport="http")
+                                transport="http", delegation=h.get(DELEGATION_HEADER))
         self.sessions[sess.sid] = sess
         answers = await self._answer(sess, [msg], False, send)
         if not any("result" in a for a in answers):  # initialize failed: the session is of no use

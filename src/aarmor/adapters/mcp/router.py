@@ -89,11 +89,13 @@ class ClientSession:
     """The gateway side of one MCP client connection. `send(msg, related_request_id)` writes to the client."""
 
     def __init__(self, gateway: Gateway, send: Send, *, identity: Any, original_request: str | None = None,
-                 transport: str = "stdio") -> None:
+                 transport: str = "stdio", delegation: str | None = None) -> None:
         self.gw = gateway
         self._send = send
         self.identity = identity
         self.original_request = original_request
+        #: a delegation chain from the `X-Aarmor-Delegation` header (`_meta` wins when both are sent)
+        self.delegation = delegation
         self.transport = transport
         self.upstreams: dict[str, Upstream] = {}
         self.session: Any = None  # aarmor.Session, opened at initialize
