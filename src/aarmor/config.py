@@ -560,7 +560,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 
 
 _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "identity_jwt",
-              "tools",
+              "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server", "intent"}
 
@@ -606,7 +606,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
         identity_mode=overrides.get("identity_mode", f.identity.mode),
         identity_jwt=_jwt(f.identity.jwt, base, overrides.get("identity_jwt")),
-        identity_delegation=DelegationConfig(**f.identity.delegation.model_dump()),
+        identity_delegation=overrides.get("identity_delegation") or DelegationConfig(
+            **f.identity.delegation.model_dump()),
         tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation,
                                                                     tuple(t.classes or ()))
                                          for k, t in f.tools.items()},
@@ -624,6 +625,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
+    if not isinstance(cfg.identity_delegation, DelegationConfig):
+        raise ConfigError("override `identity_delegation` must be an aarmor.config.DelegationConfig")
     if cfg.identity_mode not in ("enforce", "flag", "jwt"):
         raise ConfigError(f"identity_mode `{cfg.identity_mode}` is not one of enforce, flag, jwt")
     if cfg.identity_mode == "jwt" and cfg.identity_jwt is None:

@@ -143,9 +143,9 @@ def open_guard(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
     opened: list[Any] = []
 
-    def open_(**jwt_keys: Any) -> Any:
+    def open_(policy: str = POLICY, **jwt_keys: Any) -> Any:
         n = len(opened)
-        (tmp_path / f"policy-{n}.yaml").write_text(POLICY)
+        (tmp_path / f"policy-{n}.yaml").write_text(policy)
         cfg = {"policy": f"policy-{n}.yaml", "store": f"sqlite:///{tmp_path / f'aarmor-{n}.db'}",
                "keys": "keys",
                "identity": {"mode": "jwt", "jwt": {"issuer": ISSUER, "audience": AUDIENCE, **jwt_keys}}}

@@ -197,7 +197,7 @@ class HttpFront:
         if claimed is not None:
             fields = {level: h.get(header.lower()) for level, header in cfg.identity_headers}
             return claimed, "headers:" + json.dumps(fields, sort_keys=True)
-        if cfg.tokens:
+        if cfg.tokens or self.gw.guard.config.identity_mode == "jwt":
             raise PermissionError("a bearer token is required")
         return self.gw.stdio_identity(), "principal"
 
