@@ -157,6 +157,24 @@ def test_jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid(
     assert jwks_server.hits == 2
 
 
+def test_a_key_the_provider_withdraws_stops_a_token_already_verified(
+        open_guard: Any, jwks_server: JwksServer, signers: dict[str, Signer]) -> None:
+    """A token's signature is verified once per key object (a session presents it at every decision): when the
+    JWKS refresh replaces the key under the same kid, the same token is verified again, and fails."""
+    guard = open_guard(jwks_url=jwks_server.url, jwks_cache_seconds=0, jwks_refetch_interval=0)
+    token = signers["RS256"].token()
+    tool = Tool()
+    with guard.session(identity=Identity(token=token)) as s:
+        s.invoke("calendar.read", {"day": "monday"}, tool)
+        s.invoke("calendar.read", {"day": "tuesday"}, tool)
+        # the provider replaces the compromised key `rsa-1` by a new one under the same kid
+        jwks_server.keys = [Signer("RS256", "rsa-1").jwk]
+        with pytest.raises(ActionDenied) as info:
+            s.invoke("calendar.read", {"day": "wednesday"}, tool)
+    assert [c["day"] for c in tool.calls] == ["monday", "tuesday"]
+    assert "identity token bad signature" in info.value.decision.reason
+
+
 def test_unknown_kids_refetch_at_most_once_per_interval(open_guard: Any, jwks_server: JwksServer,
                                                         signers: dict[str, Signer]) -> None:
     guard = open_guard(jwks_url=jwks_server.url, jwks_refetch_interval=3600)

@@ -49,6 +49,7 @@ __all__ = ["MAX_TOKEN_BYTES", "TOKEN_ERROR_CODES", "Jwks", "TokenError", "TokenV
 
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_JWKS_BYTES = 1024 * 1024
+_VERIFIED_CACHE = 4096
 TOKEN_ERROR_CODES = (
     "missing", "malformed", "algorithm_not_allowed", "unknown_key", "bad_signature", "expired",
     "not_yet_valid", "too_old", "issuer_mismatch", "audience_mismatch", "principal_mismatch",
@@ -292,6 +293,11 @@ class TokenVerifier:
         self.jwks = jwks or Jwks(file=config.jwks_file, url=config.jwks_url, algorithms=config.algorithms,
                                  cache_seconds=config.jwks_cache_seconds,
                                  refetch_interval=config.jwks_refetch_interval, timeout=config.jwks_timeout)
+        # token -> (the key that verified its signature, its claims). A session presents the same token at
+        # every decision; its signature is checked once per key object (a JWKS refresh that drops or
+        # replaces the key makes `find` return another object, and the token is verified again). Time,
+        # issuer and audience are checked at every decision. Bounded: cleared when full.
+        self._verified: dict[str, tuple[_Key, dict[str, Any]]] = {}
 
     def verify(self, identity: Identity, *, now: datetime) -> tuple[Identity, str | None]:
         """Raises:
@@ -324,6 +330,9 @@ class TokenVerifier:
         import jwt
 
         cfg = self.config
+        cached = self._verified.get(token)
+        if cached is not None and self.jwks.find(cached[0].kid, cached[0].algorithm) is cached[0]:
+            return self._checked(cached[1], now)
         if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise TokenError("malformed", f"not a compact JWS (three dot-separated parts, at most "
                                           f"{MAX_TOKEN_BYTES} bytes)")
@@ -340,6 +349,30 @@ class TokenVerifier:
         if "crit" in header:
             raise TokenError("malformed", "header `crit` extensions are not supported")
         key = self.jwks.find(kid, alg)
+        claims = self._signature(token, key)
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[token] = (key, claims)
+        return self._checked(claims, now)
+
+    def _checked(self, claims: dict[str, Any], now: float) -> dict[str, Any]:
+        """Claims whose signature verified, checked for time, issuer and audience (at every decision)."""
+        cfg = self.config
+        self._check_time(claims, now)
+        iss = claims.get("iss")
+        if iss != cfg.issuer:
+            raise TokenError("issuer_mismatch", f"issuer `{iss}` is not `{cfg.issuer}`")
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(isinstance(a, str) and a in cfg.audience for a in auds):
+            raise TokenError("audience_mismatch",
+                             f"audience {json.dumps(aud)} names none of {', '.join(cfg.audience)}")
+        return claims
+
+    def _signature(self, token: str, key: _Key) -> dict[str, Any]:
+        """The token's claims once its signature verifies with `key` (and only with `key.algorithm`)."""
+        import jwt
+
         try:
             claims = jwt.decode(token, key.key, algorithms=[key.algorithm], options={
                 "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
@@ -351,15 +384,6 @@ class TokenVerifier:
             raise TokenError("malformed", str(exc)) from None
         if not isinstance(claims, dict):  # pragma: no cover - PyJWT returns the payload object
             raise TokenError("malformed", "the payload is not a JSON object")
-        self._check_time(claims, now)
-        iss = claims.get("iss")
-        if iss != cfg.issuer:
-            raise TokenError("issuer_mismatch", f"issuer `{iss}` is not `{cfg.issuer}`")
-        aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(isinstance(a, str) and a in cfg.audience for a in auds):
-            raise TokenError("audience_mismatch",
-                             f"audience {json.dumps(aud)} names none of {', '.join(cfg.audience)}")
         return claims
 
     def _check_time(self, claims: Mapping[str, Any], now: float) -> None:
