@@ -107,7 +107,8 @@ class Gateway:
             try:
                 links = delegation_links(chain)
             except (InputError, IdentityError) as exc:
-                raise RemoteError(-32602, f"`_meta.{DELEGATION_META}`: {exc}") from None
+                raise RemoteError(-32602, f"delegation chain (`_meta.{DELEGATION_META}` or the {DELEGATION_HEADER} "
+                                          f"header): {exc}") from None
             identity = dataclasses.replace(identity, delegation=links)  # keeps the bearer token
         original = cs.original_request
         if original is None and isinstance(meta.get(ORIGINAL_REQUEST_META), str):
