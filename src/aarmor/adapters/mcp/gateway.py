@@ -4,8 +4,10 @@ Two fronts share `ClientSession` (router.py):
 - stdio: one client (a desktop app or IDE started us); identity = the configured `principal`.
 - Streamable HTTP: many clients, each an MCP session (`Mcp-Session-Id`) with its own upstream connections
   and its own aarmor session. Identity from a configured bearer token (by SHA-256), else from configured
-  identity headers, else - only when no token is configured - the `principal`. A session answers only to
-  the credential that opened it. The HTTP framing (POST, SSE, GET stream, DELETE) is http_front.py.
+  identity headers, else - only when no token is configured - the `principal`; with mutual TLS
+  (`gateway.tls.client_ca`) the service is the verified client certificate's. A session answers only to
+  the credential (and client certificate) that opened it. The HTTP framing (POST, SSE, GET stream,
+  DELETE) is http_front.py.
 
 The user's original request reaches the session at `initialize`: `params._meta["aarmor/original_request"]`
 or the `X-Aarmor-Original-Request` header (percent-encoded UTF-8) on the initialize POST. A delegation
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -81,8 +84,8 @@ class Gateway:
                 links = tuple(DelegationLink.from_json(x) for x in chain)
             except Exception as exc:
                 raise RemoteError(-32602, f"`_meta.{DELEGATION_META}`: {exc}") from None
-            identity = Identity(human=identity.human, service=identity.service, agent=identity.agent,
-                                roles=identity.roles, scopes=identity.scopes, delegation=links)
+            # replace, not rebuild: how the identity was vouched for (`verified_by`: mtls) is kept
+            identity = dataclasses.replace(identity, delegation=links)
         original = cs.original_request
         if original is None and isinstance(meta.get(ORIGINAL_REQUEST_META), str):
             original = meta[ORIGINAL_REQUEST_META]
