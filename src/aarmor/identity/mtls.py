@@ -157,7 +157,8 @@ class TransportBoundVerifier:
 
     def __init__(self, inner: IdentityVerifier) -> None:
         self.inner = inner
-        self.name = inner.name
+        # a verifier passed as `Guard(verifier=...)` may be any object with `verify`
+        self.name: str = getattr(inner, "name", None) or type(inner).__name__
 
     def verify(self, identity: Identity, *, now: datetime) -> tuple[Identity, str | None]:
         """Raises:
