@@ -38,6 +38,7 @@ __all__ = [
     "RedactionConfig",
     "ResolverConfig",
     "ServerConfig",
+    "TlsConfig",
     "ToolConfig",
     "UpstreamConfig",
     "default_home",
@@ -139,18 +140,48 @@ class DeferralsConfig:
     lease_seconds: float = 30.0
 
 
+#: where the service identity is read from a verified client certificate (docs/identity.md)
+ServiceFrom = Literal["subject_cn", "san_uri", "san_dns"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """`server.tls` / `gateway.tls`: HTTPS for a listener, and mutual TLS when `client_ca` is set.
+
+    With `client_ca`, the service identity of a session opened over a connection is the verified client
+    certificate's `service_from` name (docs/identity.md "Service identity from mutual TLS").
+    """
+
+    #: the server's certificate chain (PEM) and its private key (None: the key is in `cert`)
+    cert: str
+    key: str | None = None
+    #: CA certificates (PEM) that sign client certificates; None: no client certificate is asked for
+    client_ca: str | None = None
+    #: without a client certificate the handshake fails (False: a client may connect without one)
+    require_client_cert: bool = True
+    service_from: ServiceFrom = "subject_cn"
+    #: certificate revocation lists (PEM) of `client_ca`: a revoked client certificate cannot connect
+    crl: str | None = None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """`aarmor serve`: the HTTP API and the approver page. Localhost unless configured otherwise."""
 
     host: str = "127.0.0.1"
     port: int = 8731
-    #: the address approvers reach the page at, for links in notifications (default http://host:port)
+    #: the address approvers reach the page at, for links in notifications (default http(s)://host:port)
     public_url: str | None = None
+    tls: TlsConfig | None = None
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls is not None else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +230,8 @@ class GatewayConfig:
     hide_denied_tools: bool = False
     #: seconds between progress notifications while a call waits for an approval or context
     progress_interval: float = 5.0
+    #: HTTPS (and mutual TLS) for an `https://` listener
+    tls: TlsConfig | None = None
 
 
 #: the token algorithms `identity.jwt` accepts, one per key type (RSA, EC P-256, Ed25519): no `none`, no HMAC
@@ -439,10 +472,20 @@ class _Deferrals(_Strict):
     lease_seconds: float = Field(30.0, ge=1, le=600)
 
 
+class _Tls(_Strict):
+    cert: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=1)
+    client_ca: str | None = Field(None, min_length=1)
+    require_client_cert: bool = True
+    service_from: ServiceFrom = "subject_cn"
+    crl: str | None = Field(None, min_length=1)
+
+
 class _Server(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8731, ge=0, le=65535)
     public_url: str | None = Field(None, pattern=r"^https?://")
+    tls: _Tls | None = None
 
 
 class _Principal(_Strict):
@@ -480,6 +523,7 @@ class _Gateway(_Strict):
     namespace_separator: str = Field("__", pattern=r"^[A-Za-z0-9_.:/-]{1,4}$")
     hide_denied_tools: bool = False
     progress_interval: float = Field(5.0, gt=0, le=300)
+    tls: _Tls | None = None
 
 
 _LimitsModel = type(
@@ -618,7 +662,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         confidence_threshold=overrides.get("confidence_threshold", f.decision.confidence_threshold),
         approvals=_approvals(f.approvals, overrides),
         deferrals=_deferrals(f.deferrals, overrides),
-        server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url),
+        server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url,
+                                                       _tls(f.server.tls, base, "server")),
         gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
         intent=_intent(f.intent, base, overrides.get("intent")),
@@ -708,11 +753,34 @@ def _gateway(g: _Gateway, base: Path) -> GatewayConfig:
             cwd=str(base / u.cwd) if u.cwd else None, url=u.url, headers=tuple(u.headers.items()),
             restart=u.restart, max_restarts=u.max_restarts, startup_timeout=u.startup_timeout,
             request_timeout=u.request_timeout))
+    tls = _tls(g.tls, base, "gateway")
+    scheme = g.listen.split(":", 1)[0]
+    if (scheme == "https" and tls is None) or (scheme == "http" and tls is not None):
+        raise ConfigError("configuration: an `https://` `gateway.listen` needs `gateway.tls`, and `gateway.tls` "
+                          f"needs an `https://` address (listen is `{g.listen}`)")
     return GatewayConfig(
         upstreams=tuple(ups), listen=g.listen, principal=_principal(g.principal),
         tokens=tuple(GatewayTokenConfig(t.sha256, _principal(t.identity)) for t in g.tokens),
         identity_headers=tuple(g.identity_headers.items()), namespace_separator=g.namespace_separator,
-        hide_denied_tools=g.hide_denied_tools, progress_interval=g.progress_interval)
+        hide_denied_tools=g.hide_denied_tools, progress_interval=g.progress_interval, tls=tls)
+
+
+def _tls(t: _Tls | None, base: Path, section: str) -> TlsConfig | None:
+    """`server.tls` / `gateway.tls`, paths from the configuration file's folder. The files are read when
+    the listener starts (`aarmor.tls.server_context`), where an unusable one is refused."""
+    if t is None:
+        return None
+    if t.client_ca is None:
+        extra = sorted({"require_client_cert", "crl"} & t.model_fields_set)
+        if extra:
+            raise ConfigError(f"configuration: `{section}.tls.{extra[0]}` needs `{section}.tls.client_ca` "
+                              "(the CA that signs client certificates)")
+
+    def path(p: str | None) -> str | None:
+        return str(base / Path(p).expanduser()) if p else None
+
+    return TlsConfig(cert=str(path(t.cert)), key=path(t.key), client_ca=path(t.client_ca),
+                     require_client_cert=t.require_client_cert, service_from=t.service_from, crl=path(t.crl))
 
 
 def _approvals(a: _Approvals, overrides: dict[str, Any]) -> ApprovalsConfig:

@@ -27,6 +27,7 @@ from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityError, IdentityVerifier
 from aarmor.identity.delegation import DelegationAuthority, DelegationCheck, chain_original_request
+from aarmor.identity.mtls import TransportBoundVerifier
 from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity, ToolSpec
@@ -134,8 +135,9 @@ class Guard:
         self._clock = clock
         # `intent.scorer` (docs/intent.md); `embedding` without the extra fails here, before anything opens
         self.scorer: AlignmentScorer = scorer or build_scorer(config.intent)
-        # `identity.mode`; a JWKS file that cannot be used fails here, before anything opens
-        identity_verifier = verifier or _verifier(config)
+        # `identity.mode`; a JWKS file that cannot be used fails here, before anything opens. Wrapped so that a
+        # service a client certificate vouched for stays vouched (`jwt+mtls`, aarmor.identity.mtls)
+        identity_verifier: IdentityVerifier = TransportBoundVerifier(verifier or _verifier(config))
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
                                      policy_reload_interval)
         self.store: Store = open_store(config.store)

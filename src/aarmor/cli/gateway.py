@@ -82,10 +82,21 @@ def _run_stdio(gw: Gateway) -> None:
 
 
 def _run_http(gw: Gateway, listen: str) -> None:
+    from aarmor.errors import AarmorError
+
     url = urllib.parse.urlsplit(listen)
-    if url.scheme != "http" or not url.hostname:
-        raise fail(f"--listen `{listen}`: expected stdio or http://HOST:PORT/PATH (put TLS in front with a proxy)")
-    host, port, path = url.hostname, url.port or 80, url.path or "/mcp"
+    tls = gw.config.tls
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise fail(f"--listen `{listen}`: expected stdio, http://HOST:PORT/PATH, or https://HOST:PORT/PATH "
+                   "with `gateway.tls`")
+    if (url.scheme == "https") != (tls is not None):
+        raise fail(f"--listen `{listen}`: an https:// address needs `gateway.tls` (certificate and key), and "
+                   "`gateway.tls` needs an https:// address")
+    host, port, path = url.hostname, url.port or (443 if tls else 80), url.path or "/mcp"
     loopback = host in ("127.0.0.1", "localhost", "::1")
-    print(f"aarmor gateway: serving MCP on http://{host}:{port}{path}", file=sys.stderr)
-    gw.serve_http(host, port, path, loopback=loopback)
+    mutual = " with client certificates (mutual TLS)" if tls is not None and tls.mutual else ""
+    print(f"aarmor gateway: serving MCP on {url.scheme}://{host}:{port}{path}{mutual}", file=sys.stderr)
+    try:
+        gw.serve_http(host, port, path, loopback=loopback)
+    except AarmorError as exc:
+        raise fail(str(exc)) from exc

@@ -1,6 +1,7 @@
 """`aarmor serve`: the HTTP API and the approver page on uvicorn (needs the `server` extra).
 
-Rules: binds to the configured host and port (127.0.0.1:8731 by default); never creates a credential by
+Rules: binds to the configured host and port (127.0.0.1:8731 by default), over HTTPS with `server.tls`
+(client certificates give the service identity when `server.tls.client_ca` is set); never creates a credential by
 itself: without an active admin token it prints how to create one. On exit, actions still waiting for an
 outcome are recorded as "outcome unknown" and the guard is closed (waiters end as DENY).
 """
@@ -35,6 +36,7 @@ def serve(
         raise fail(f"{MISSING_EXTRA} (missing: {exc.name or exc})") from exc
     from aarmor import Guard
     from aarmor.errors import AarmorError
+    from aarmor.tls import uvicorn_config
 
     try:
         guard = Guard.open(config)
@@ -51,8 +53,15 @@ def serve(
             print("aarmor: no admin token exists yet. Create one (its secret is printed once) with:\n"
                   "    aarmor tokens create NAME --role admin\n"
                   "and approver/agent tokens with --role approver / --role agent.", file=sys.stderr)
-        print(f"aarmor: serving the API and the approver page on http://{bind_host}:{bind_port}/ "
-              f"(policy {guard.policy.policy_id} {guard.policy.version})", file=sys.stderr)
-        uvicorn.run(app, host=bind_host, port=bind_port, log_level="info", lifespan="on", proxy_headers=False)
+        tls = guard.config.server.tls
+        try:
+            server = uvicorn.Server(uvicorn_config(app, host=bind_host, port=bind_port, tls=tls, section="server",
+                                                   log_level="info", lifespan="on", proxy_headers=False))
+        except AarmorError as exc:
+            raise fail(str(exc)) from exc
+        mutual = " with client certificates (mutual TLS)" if tls is not None and tls.mutual else ""
+        print(f"aarmor: serving the API and the approver page on {'https' if tls else 'http'}://{bind_host}:"
+              f"{bind_port}/{mutual} (policy {guard.policy.policy_id} {guard.policy.version})", file=sys.stderr)
+        server.run()
     finally:
         guard.close()

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from aarmor.identity.mtls import CertificateError, PeerCertificate, client_certificate
 from aarmor.server.actions import TERMINAL, ActionHandle, Outcome
 from aarmor.server.desks import approvals, deferrals
 from aarmor.server.http import ApiError, dumps_line, json_response, read_body, read_model, require
@@ -51,11 +52,23 @@ def _param(request: Request, name: str) -> str:
     return str(request.path_params[name])
 
 
+def _peer(request: Request) -> PeerCertificate | None:
+    """The connection's verified client certificate (`server.tls.client_ca`; docs/identity.md).
+
+    Raises:
+        ApiError: 403 `client_certificate`: none although required, or no usable service name in it.
+    """
+    try:
+        return client_certificate(request.scope, _state(request).guard.config.server.tls)
+    except CertificateError as exc:
+        raise ApiError(403, "client_certificate", str(exc)) from exc
+
+
 # --- sessions -------------------------------------------------------------------------------------------
 async def create_session(request: Request) -> Response:
     tok = await require(request, "agent")
     body = await read_model(request, SessionIn, limit=_limit(request))
-    session = await run_in_threadpool(_state(request).sessions.create, tok, body)
+    session = await run_in_threadpool(_state(request).sessions.create, tok, body, _peer(request))
     return json_response({"session_id": session.session_id}, 201)
 
 
@@ -63,7 +76,7 @@ async def evaluate(request: Request) -> Response:
     tok = await require(request, "agent")
     body = await read_model(request, EvaluateIn, limit=_limit(request))
     st = _state(request)
-    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok, _peer(request))
     decision = await run_in_threadpool(session.evaluate, body.tool, body.arguments, operation=body.operation)
     return json_response(decision.to_json())
 
@@ -72,14 +85,14 @@ async def update_context(request: Request) -> Response:
     tok = await require(request, "agent")
     body = await read_model(request, ContextIn, limit=_limit(request))
     st = _state(request)
-    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok, _peer(request))
     await run_in_threadpool(lambda: session.update_context(**body.fields))
     return json_response({"session_id": session.session_id, "updated": sorted(body.fields)})
 
 
 async def close_session(request: Request) -> Response:
     tok = await require(request, "agent")
-    await run_in_threadpool(_state(request).sessions.close, _param(request, "sid"), tok)
+    await run_in_threadpool(_state(request).sessions.close, _param(request, "sid"), tok, _peer(request))
     return json_response({"session_id": _param(request, "sid"), "closed": True})
 
 
@@ -103,7 +116,7 @@ async def start_action(request: Request) -> Response:
     tok = await require(request, "agent")
     body = await read_model(request, ActionIn, limit=_limit(request))
     st = _state(request)
-    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok, _peer(request))
     h = st.actions.start(session, tok, body.tool, body.arguments, body.operation, tuple(body.depends_on))
     view = await _settle(st, h, body.wait)
     return json_response(view, 200 if view["status"] in TERMINAL else 202,

@@ -6,7 +6,8 @@ Rules:
 - Every response carries a strict Content-Security-Policy (scripts and styles from `/static` only, no
   inline script), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`.
 - The page's session cookie is signed with `<home>/server-secret` (created 0600 on first use; a file that
-  group or others may read is refused), HttpOnly, SameSite=Strict, Secure when served over https.
+  group or others may read is refused), HttpOnly, SameSite=Strict, Secure when served over https (the
+  public URL is https, or `server.tls` is set).
 - On shutdown, actions waiting for an outcome are released (recorded as "outcome unknown").
 """
 
@@ -174,8 +175,8 @@ def build_app(guard: Guard, *, outcome_timeout: float = 300.0, secret: str | Non
               https_only: bool | None = None, max_in_flight: int = 1000) -> Starlette:
     """See `aarmor.server.create_app`."""
     secret = secret or load_secret(guard.config.home)
-    if https_only is None:
-        https_only = (guard.config.server.public_url or "").startswith("https://")
+    if https_only is None:  # the configured public URL, else this listener (`server.tls`)
+        https_only = guard.config.server.base_url.startswith("https://")
     state = ServerState(guard, SessionRegistry(guard), ActionRunner(guard, outcome_timeout=outcome_timeout,
                                                                     max_in_flight=max_in_flight),
                         pages.Pages(guard))

@@ -8,6 +8,10 @@ Rules:
 - A session id the server does not hold is resumed from the store (`guard.session(session_id=...)`) with
   the identity its `session_start` entry recorded; a session that ended is 409, an unknown id 404.
 - A session that was not created through the API (no recorded principal) is open to admins only.
+- Mutual TLS (`server.tls.client_ca`, docs/identity.md): a session opened over a connection with a client
+  certificate has that certificate's service (`verified_by` `mtls`); a body claiming another service is 403
+  `service_mismatch`. A connection whose certificate names another service than the session's, or a
+  connection without a certificate on a session a certificate vouched for, may not use it (403).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aarmor.errors import InputError, NotFound
+from aarmor.identity.mtls import MTLS, PeerCertificate, ServiceMismatch, bind_service
 from aarmor.model import Identity
 from aarmor.server.http import ApiError
 from aarmor.server.models import SessionIn
@@ -46,11 +51,12 @@ class SessionRegistry:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
-    def create(self, tok: ApiToken, body: SessionIn) -> Session:
-        """Start a new session owned by `tok`'s principal.
+    def create(self, tok: ApiToken, body: SessionIn, peer: PeerCertificate | None = None) -> Session:
+        """Start a new session owned by `tok`'s principal (its service: `peer`'s, when the connection has a
+        verified client certificate).
 
         Raises:
-            ApiError: 409 the chosen id exists already.
+            ApiError: 409 the chosen id exists already; 403 the body claims another service than `peer`'s.
             InputError: the guard refused the identity or request text (422).
         """
         sid = body.session_id
@@ -59,6 +65,11 @@ class SessionRegistry:
         i = body.identity
         identity = Identity(human=i.human, service=i.service or tok.name, agent=i.agent, roles=i.roles,
                             scopes=i.scope)
+        if peer is not None:
+            try:
+                identity = bind_service(identity, peer, claimed=i.service)
+            except ServiceMismatch as exc:
+                raise ApiError(403, "service_mismatch", str(exc)) from exc
         session = self._guard.session(identity=identity, original_request=body.original_request, session_id=sid,
                                       intent_classification=body.intent_classification)
         # AARM R6: the authenticated API principal goes into the session's chained log
@@ -67,16 +78,18 @@ class SessionRegistry:
             self._entries[session.session_id] = _Entry(session, tok.name)
         return session
 
-    def get(self, sid: str, tok: ApiToken) -> Session:
-        """The open session `sid` if `tok` may use it.
+    def get(self, sid: str, tok: ApiToken, peer: PeerCertificate | None = None) -> Session:
+        """The open session `sid` if `tok`, over a connection with client certificate `peer`, may use it.
 
         Raises:
-            ApiError: 404 unknown session, 403 another principal's session, 409 the session has ended.
+            ApiError: 404 unknown session, 403 another principal's session or another service's (mutual TLS),
+                409 the session has ended.
             ChainError: the stored log of a session being resumed does not verify.
         """
         entry = self._entries.get(sid) or self._resume(sid)
         if tok.role != "admin" and (entry.owner is None or entry.owner != tok.name):
             raise ApiError(403, "not_owner", f"session `{sid}` belongs to another principal")
+        _check_service(sid, entry.session.identity, peer)
         return entry.session
 
     def owner(self, sid: str) -> str | None:
@@ -89,8 +102,8 @@ class SessionRegistry:
                 return None
         return entry.owner
 
-    def close(self, sid: str, tok: ApiToken) -> None:
-        session = self.get(sid, tok)
+    def close(self, sid: str, tok: ApiToken, peer: PeerCertificate | None = None) -> None:
+        session = self.get(sid, tok, peer)
         session.close()
         with self._lock:
             self._entries.pop(sid, None)
@@ -126,3 +139,13 @@ class SessionRegistry:
             out = [e.session for e in self._entries.values()]
             self._entries.clear()
         return out
+
+
+def _check_service(sid: str, identity: Identity, peer: PeerCertificate | None) -> None:
+    """A connection acts only as the service its client certificate names (see the module rules)."""
+    if peer is not None and identity.service != peer.service:
+        raise ApiError(403, "service_mismatch", f"session `{sid}` is service `{identity.service}`'s; this "
+                       f"connection's client certificate `{peer.subject}` vouches for `{peer.service}`")
+    if peer is None and MTLS in identity.verified_by.split("+"):
+        raise ApiError(403, "service_mismatch", f"session `{sid}` was opened with the client certificate of "
+                       f"service `{identity.service}`; this connection presents no client certificate")

@@ -4,8 +4,10 @@ Two fronts share `ClientSession` (router.py):
 - stdio: one client (a desktop app or IDE started us); identity = the configured `principal`.
 - Streamable HTTP: many clients, each an MCP session (`Mcp-Session-Id`) with its own upstream connections
   and its own aarmor session. Identity from a configured bearer token (by SHA-256), else from configured
-  identity headers, else - only when no token is configured - the `principal`. A session answers only to
-  the credential that opened it. The HTTP framing (POST, SSE, GET stream, DELETE) is http_front.py.
+  identity headers, else - only when no token is configured - the `principal`; with mutual TLS
+  (`gateway.tls.client_ca`) the service is the verified client certificate's. A session answers only to
+  the credential (and client certificate) that opened it. The HTTP framing (POST, SSE, GET stream,
+  DELETE) is http_front.py.
 
 The user's original request reaches the session at `initialize`: `params._meta["aarmor/original_request"]`
 or the `X-Aarmor-Original-Request` header (percent-encoded UTF-8) on the initialize POST. A delegation
@@ -109,7 +111,8 @@ class Gateway:
             except (InputError, IdentityError) as exc:
                 raise RemoteError(-32602, f"delegation chain (`_meta.{DELEGATION_META}` or the {DELEGATION_HEADER} "
                                           f"header): {exc}") from None
-            identity = dataclasses.replace(identity, delegation=links)  # keeps the bearer token
+            # replace, not rebuild: the bearer token and how the identity was vouched for (`verified_by`) stay
+            identity = dataclasses.replace(identity, delegation=links)
         original = cs.original_request
         if original is None and isinstance(meta.get(ORIGINAL_REQUEST_META), str):
             original = meta[ORIGINAL_REQUEST_META]

@@ -17,6 +17,9 @@ a message stays the dict the router uses, and a POST is answered directly:
   be JSON: 415. Bodies over the limit: 413. On a loopback listener Host (421) and Origin (403) must be
   local (DNS rebinding).
 - No resumption (`Last-Event-ID`): events carry no ids, so clients never ask for it.
+- Mutual TLS (`gateway.tls.client_ca`, docs/identity.md): the verified client certificate's service is the
+  session's service (`verified_by` `mtls`); a token, identity header or principal configured with another
+  service is 403. The certificate is part of the credential: its session answers to no other certificate.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aarmor.identity import IdentityError
+from aarmor.identity.mtls import CertificateError, ServiceMismatch, bind_service, client_certificate
 from aarmor.model import Identity
 
 from .gateway import DELEGATION_HEADER, ORIGINAL_REQUEST_HEADER, Gateway, identity_from
@@ -148,14 +152,17 @@ class HttpFront:
         if self.loopback:
             if not _local(h.get("host"), ""):
                 return await _error(send, 421, "Misdirected Request: the Host header is not this loopback address")
-            if "origin" in h and not _local(h["origin"], "http://"):
+            if "origin" in h and not (_local(h["origin"], "http://") or _local(h["origin"], "https://")):
                 return await _error(send, 403, "Forbidden: the Origin header is not a loopback origin")
         if self.stopping:
             return await _error(send, 503, "the gateway is stopping")
         try:
             identity, credential = self._authenticate(h)
+            identity, credential = self._bind_certificate(scope, h, identity, credential)
         except PermissionError as exc:
             return await _error(send, 401, str(exc), headers=[(b"www-authenticate", b'Bearer realm="aarmor"')])
+        except (CertificateError, ServiceMismatch) as exc:
+            return await _error(send, 403, f"Forbidden: {exc}")
         sid = h.get("mcp-session-id")
         if sid is None:
             if method != "POST":
@@ -207,6 +214,28 @@ class HttpFront:
         if not any(fields.values()):
             return None
         return identity_from({k: v for k, v in fields.items() if v})
+
+    def _bind_certificate(self, scope: dict[str, Any], h: dict[str, str], identity: Identity,
+                          credential: str) -> tuple[Identity, str]:
+        """With a verified client certificate: its service on the identity, its fingerprint in the credential.
+
+        The service the credential names is a claim to check: a configured token's or the identity headers'
+        `service`, or the configured principal's (the stdio default `aarmor-gateway` is no claim).
+
+        Raises:
+            CertificateError: see `client_certificate`. ServiceMismatch: a claimed service is not the cert's.
+        """
+        peer = client_certificate(scope, self.gw.config.tls)
+        if peer is None:
+            return identity, credential
+        if credential == "principal":
+            claimed = dict(self.gw.config.principal).get("service")
+        elif credential.startswith("headers:"):
+            header = dict(self.gw.config.identity_headers).get("service")
+            claimed = h.get(header.lower()) if header else None
+        else:
+            claimed = identity.service
+        return bind_service(identity, peer, claimed=claimed), f"{credential}|mtls:{peer.fingerprint}"
 
     # --- POST ---------------------------------------------------------------------------------
     async def _read(self, h: dict[str, str], receive: Receive, send: Send, limit: int,
@@ -377,8 +406,15 @@ class HttpFront:
 
 
 def serve(gw: Gateway, host: str, port: int, path: str, *, loopback: bool) -> None:
-    """Run the HTTP front under uvicorn until SIGINT/SIGTERM (uvicorn's default keep-alive)."""
+    """Run the HTTP front under uvicorn until SIGINT/SIGTERM (uvicorn's default keep-alive); over HTTPS
+    with `gateway.tls`.
+
+    Raises:
+        ConfigError: `gateway.tls` names a certificate, key, CA or CRL that cannot be used.
+    """
     import uvicorn
+
+    from aarmor.tls import uvicorn_config
 
     app = gw.http_app(path, loopback=loopback)
     front: HttpFront = app.state.front
@@ -390,7 +426,9 @@ def serve(gw: Gateway, host: str, port: int, path: str, *, loopback: bool) -> No
             await front.close_all()
             await super().shutdown(sockets)
 
-    _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")).run()
+    config = uvicorn_config(app, host=host, port=port, tls=gw.config.tls, section="gateway", log_level="warning",
+                            lifespan="on")
+    _Server(config).run()
 
 
 def _event(msg: Message) -> bytes:
