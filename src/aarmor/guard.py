@@ -26,6 +26,7 @@ from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityVerifier
+from aarmor.identity.revocation import RevocationCheck
 from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity, ToolSpec
@@ -143,6 +144,12 @@ class Guard:
         except BaseException:
             self.store.close()
             raise
+        # Revocation is always on (docs/identity.md "Revocation"): around the configured verifier and around
+        # a `verifier=` passed in alike, so no choice of verifier lets a revoked identity through.
+        if not (isinstance(identity_verifier, RevocationCheck) and identity_verifier.store is self.store):
+            identity_verifier = RevocationCheck(identity_verifier, self.store)
+        #: the identity verifier every decision goes through (a `RevocationCheck` around the mode's verifier)
+        self.verifier: IdentityVerifier = identity_verifier
         self.classifier = Classifier(
             declared={name: t.returns for name, t in config.tools.items()},
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),
