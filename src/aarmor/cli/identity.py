@@ -148,7 +148,7 @@ def list_revocations(
             return
         revs = store.revocation_list(now=None if show_all else now)
     if as_json:
-        typer.echo(json.dumps([{**r.to_json(), "in_force": r.until is None or r.until > now} for r in revs]))
+        typer.echo(json.dumps([{**r.to_json(), "in_force": r.in_force(now)} for r in revs]))
         return
     if not revs:
         typer.echo("no revocations in force")

@@ -22,15 +22,16 @@ revocation plus one history event in one transaction.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from aarmor.canonical import format_ts
-from aarmor.errors import InputError
+from aarmor.errors import InputError, Refused
 from aarmor.identity import IdentityError, IdentityVerifier
 from aarmor.model import Identity
 from aarmor.store import REVOCATION_KINDS, Revocation, Store
 
-__all__ = ["REVOCATION_KINDS", "IdentityRevoked", "RevocationCheck", "identity_keys", "in_force", "revoke",
+__all__ = ["REVOCATION_KINDS", "VALUE_PATTERN", "IdentityRevoked", "RevocationCheck", "identity_keys", "revoke",
            "unrevoke"]
 
 #: longest value, reason and author accepted (a `jti` is usually a UUID; a subject an email address)
@@ -39,6 +40,10 @@ MAX_REASON = 2000
 MAX_ACTOR = 256
 
 _KIND_NAMES = {"token": "token id", "subject": "subject", "agent": "agent"}
+#: a revocation value: no control characters, no white space at either end (in Python's, ECMAScript's and
+#: pydantic's sense of white space alike: the HTTP API's schema uses this same pattern)
+VALUE_PATTERN = r"^[^\s\x85\ufeff\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x85\ufeff\x00-\x1f\x7f])?$"
+_VALUE = re.compile(VALUE_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 class IdentityRevoked(IdentityError):
@@ -100,15 +105,15 @@ def _text(what: str, value: object, limit: int) -> str:
         raise InputError(f"revocation {what} must be a non-empty string")
     if len(value) > limit:
         raise InputError(f"revocation {what} is longer than {limit} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InputError(f"revocation {what} must not contain control characters")
     return value.strip()
 
 
 def _value(value: object) -> str:
     text = _text("value", value, MAX_VALUE)
-    if text != value:  # an identity never matches " abc": refuse rather than revoke something else
-        raise InputError("revocation value must not start or end with white space")
+    # an identity never matches " abc": refuse rather than revoke something else
+    if not _VALUE.fullmatch(text) or text != value:
+        raise InputError("revocation value must not contain control characters nor start or end with white "
+                         "space")
     return text
 
 
@@ -124,8 +129,9 @@ def revoke(store: Store, kind: str, value: str, *, reason: str, by: str, now: da
     whether this call made it (False: one was already in force, and is kept as it was).
 
     Raises:
-        InputError: unknown kind; empty, too long or control characters in value, reason or by; `until`
-            without a timezone or not after `now`.
+        InputError: unknown kind; empty or too long value, reason or by; control characters or white space
+            at either end of the value; `until` without a timezone. Refused (`until_passed`): `until` is not
+            after `now`.
         StoreError: the store cannot be written.
     """
     kind = _kind(kind)
@@ -135,8 +141,9 @@ def revoke(store: Store, kind: str, value: str, *, reason: str, by: str, now: da
     if until is not None:
         if until.tzinfo is None:
             raise InputError("revocation `until` needs a timezone (e.g. 2026-12-31T00:00:00Z)")
-        if until <= now:
-            raise InputError(f"revocation `until` {format_ts(until)} is not after now ({format_ts(now)})")
+        if until <= now:  # well-formed, but already over: refused as of now (HTTP 409)
+            raise Refused("until_passed", f"revocation `until` {format_ts(until)} is not after now "
+                                          f"({format_ts(now)})")
     rev = Revocation(kind, value, reason, by, format_ts(now), format_ts(until.astimezone(UTC)) if until else None)
     return store.revocation_put(rev)
 
@@ -156,9 +163,4 @@ def unrevoke(store: Store, kind: str, value: str, *, reason: str, by: str, now: 
     if lifted is None:
         raise NotFound(f"no revocation of {_KIND_NAMES[kind]} `{value}`")
     return lifted
-
-
-def in_force(rev: Revocation, now: datetime) -> bool:
-    """Whether `rev` still applies at `now` (its `until` is unset or later)."""
-    return rev.until is None or rev.until > format_ts(now)
 

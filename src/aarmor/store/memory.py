@@ -141,7 +141,7 @@ class MemoryStore(Store):
     def revocation_put(self, rev: Revocation) -> tuple[Revocation, bool]:
         with self._lock:
             old = self._revocations.get((rev.kind, rev.value))
-            if old is not None and _in_force(old, rev.revoked_at):
+            if old is not None and old.in_force(rev.revoked_at):
                 return old, False
             self._revocations[(rev.kind, rev.value)] = rev
             self._event("revoke", rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at, rev.until)
@@ -160,12 +160,12 @@ class MemoryStore(Store):
 
     def revocation_list(self, *, now: str | None = None) -> list[Revocation]:
         with self._lock:
-            return sorted((r for r in self._revocations.values() if now is None or _in_force(r, now)),
+            return sorted((r for r in self._revocations.values() if now is None or r.in_force(now)),
                           key=lambda r: (r.revoked_at, r.kind, r.value))
 
     def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
         with self._lock:
-            found = [r for r in (self._revocations.get(k) for k in keys) if r is not None and _in_force(r, now)]
+            found = [r for r in (self._revocations.get(k) for k in keys) if r is not None and r.in_force(now)]
         return min(found, key=lambda r: (r.revoked_at, r.kind, r.value)) if found else None
 
     def revocation_history(self) -> list[RevocationEvent]:
@@ -174,7 +174,3 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         pass
-
-
-def _in_force(rev: Revocation, now: str) -> bool:
-    return rev.until is None or rev.until > now

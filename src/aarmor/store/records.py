@@ -112,6 +112,10 @@ class Revocation:
     revoked_at: str
     until: str | None = None
 
+    def in_force(self, now: str) -> bool:
+        """Whether the revocation applies at `now` (a `format_ts` string)."""
+        return self.until is None or self.until > now
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

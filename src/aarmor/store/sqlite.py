@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS revocation_events (
 #: depth limit (1000) for any delegation chain
 _FIND_CHUNK = 100
 
+
+def find_revocation_sql(n: int) -> str:
+    """The revocation lookup for `n` (kind, value) keys, then `now` (tests check its query plan)."""
+    return ("SELECT * FROM revocations WHERE (" + " OR ".join(["(kind=? AND value=?)"] * n) +
+            ") AND (until IS NULL OR until > ?) ORDER BY revoked_at, kind, value LIMIT 1")
+
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
 # The stored body text is `json.dumps(body, separators=(",", ":"))`. One encoder built once gives the
@@ -337,9 +343,7 @@ class SqliteStore(Store):
         found: list[Revocation] = []
         for i in range(0, len(unique), _FIND_CHUNK):
             chunk = unique[i:i + _FIND_CHUNK]
-            row = self._one("SELECT * FROM revocations WHERE (" + " OR ".join(["(kind=? AND value=?)"] * len(chunk))
-                            + ") AND (until IS NULL OR until > ?) ORDER BY revoked_at, kind, value LIMIT 1",
-                            (*(x for key in chunk for x in key), now))
+            row = self._one(find_revocation_sql(len(chunk)), (*(x for key in chunk for x in key), now))
             if row is not None:
                 found.append(Revocation(*row))  # type: ignore[arg-type]
         return min(found, key=lambda r: (r.revoked_at, r.kind, r.value)) if found else None
