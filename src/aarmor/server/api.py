@@ -349,6 +349,11 @@ async def list_revocations(request: Request) -> Response:
                                           for r in revs]})
 
 
+async def revocations(request: Request) -> Response:
+    # one route for both methods, so a 405 on this path names both in its Allow header
+    return await (revoke_identity(request) if request.method == "POST" else list_revocations(request))
+
+
 async def revocation_history(request: Request) -> Response:
     await require(request, "admin")
     events = await run_in_threadpool(_state(request).guard.store.revocation_history)
@@ -397,8 +402,7 @@ def routes() -> list[Route]:
         Route("/v1/receipts/verify", verify_receipts, methods=["POST"]),
         Route("/v1/receipts/{id}", get_receipt, methods=["GET"]),
         Route("/v1/keys", public_keys, methods=["GET"]),
-        Route("/v1/identity/revocations", revoke_identity, methods=["POST"]),
-        Route("/v1/identity/revocations", list_revocations, methods=["GET"]),
+        Route("/v1/identity/revocations", revocations, methods=["GET", "POST"]),
         Route("/v1/identity/revocations/history", revocation_history, methods=["GET"]),
         Route("/v1/identity/revocations/{kind}/{value:path}", unrevoke_identity, methods=["DELETE"]),
     ]
