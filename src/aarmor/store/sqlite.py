@@ -8,6 +8,7 @@ power cut; `?synchronous=normal` in the URL trades that for speed (documented in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS revocation_events (
 _FIND_CHUNK = 100
 
 
+@functools.lru_cache(maxsize=_FIND_CHUNK)
 def find_revocation_sql(n: int) -> str:
     """The revocation lookup for `n` (kind, value) keys, then `now` (tests check its query plan)."""
     return ("SELECT * FROM revocations WHERE (" + " OR ".join(["(kind=? AND value=?)"] * n) +
@@ -346,7 +348,9 @@ class SqliteStore(Store):
             row = self._one(find_revocation_sql(len(chunk)), (*(x for key in chunk for x in key), now))
             if row is not None:
                 found.append(Revocation(*row))  # type: ignore[arg-type]
-        return min(found, key=lambda r: (r.revoked_at, r.kind, r.value)) if found else None
+        if len(found) > 1:  # several chunks matched: the earliest, as one query would have answered
+            found.sort(key=lambda r: (r.revoked_at, r.kind, r.value))
+        return found[0] if found else None
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
