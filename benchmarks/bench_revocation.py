@@ -63,7 +63,8 @@ def run(n: int = 5_000) -> list[Result]:
     def tool(arguments: dict[str, object]) -> str:
         return "ok"
 
-    for label, verifier in (("with", wrapped), ("without", inner)):
+    # alternated, twice each, so drift of a shared machine shows as a difference between the repeats
+    for label, verifier in (("with", wrapped), ("without", inner), ("with", wrapped), ("without", inner)):
         guard.mediator._verifier = verifier  # type: ignore[attr-defined]
         results.append(measure(f"session.evaluate {label} revocation check (10,000 revocations)",
                                lambda: session.evaluate("email.send", args), n=n))

@@ -74,7 +74,7 @@ _FIND_CHUNK = 100
 def find_revocation_sql(n: int) -> str:
     """The revocation lookup for `n` (kind, value) keys, then `now` (tests check its query plan)."""
     return ("SELECT * FROM revocations WHERE (" + " OR ".join(["(kind=? AND value=?)"] * n) +
-            ") AND (until IS NULL OR until > ?) ORDER BY revoked_at, kind, value LIMIT 1")
+            ") AND (until IS NULL OR until > ?)")
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -342,15 +342,14 @@ class SqliteStore(Store):
 
     def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
         unique = list(dict.fromkeys(keys))
-        found: list[Revocation] = []
+        rows: list[tuple[object, ...]] = []
         for i in range(0, len(unique), _FIND_CHUNK):
             chunk = unique[i:i + _FIND_CHUNK]
-            row = self._one(find_revocation_sql(len(chunk)), (*(x for key in chunk for x in key), now))
-            if row is not None:
-                found.append(Revocation(*row))  # type: ignore[arg-type]
-        if len(found) > 1:  # several chunks matched: the earliest, as one query would have answered
-            found.sort(key=lambda r: (r.revoked_at, r.kind, r.value))
-        return found[0] if found else None
+            rows += self._all(find_revocation_sql(len(chunk)), (*(x for key in chunk for x in key), now))
+        if not rows:
+            return None
+        # at most one row per key: the earliest revocation, sorted here rather than by SQLite (no temp b-tree)
+        return min((Revocation(*r) for r in rows), key=lambda r: (r.revoked_at, r.kind, r.value))  # type: ignore[arg-type]
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
