@@ -85,7 +85,7 @@ class RevocationCheck:
     def __init__(self, inner: IdentityVerifier, store: Store) -> None:
         self.inner = inner
         self.store = store
-        self.name = inner.name
+        self.name = str(getattr(inner, "name", type(inner).__name__))  # a duck-typed verifier may lack it
 
     def verify(self, identity: Identity, *, now: datetime) -> tuple[Identity, str | None]:
         """Raises:
