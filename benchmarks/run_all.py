@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_approval
 import bench_invoke
 import bench_pdp
+import bench_revocation
 from _timing import HEADER
 
 
@@ -39,7 +40,7 @@ def machine() -> str:
 def main() -> None:
     print(f"Machine: {machine()}\n")
     for title, bench in (("PDP", bench_pdp), ("Full mediated call", bench_invoke),
-                         ("Approval round trip", bench_approval)):
+                         ("Approval round trip", bench_approval), ("Identity revocation", bench_revocation)):
         print(f"### {title}\n\n{HEADER}")
         for r in bench.run():
             print(r.row())

@@ -28,6 +28,7 @@ from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityError, IdentityVerifier
 from aarmor.identity.delegation import DelegationAuthority, DelegationCheck, chain_original_request
 from aarmor.identity.mtls import TransportBoundVerifier
+from aarmor.identity.revocation import RevocationCheck
 from aarmor.intent import AlignmentScorer, build_scorer
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity, ToolSpec
@@ -153,6 +154,12 @@ class Guard:
         # every verifier, a custom one too, gets the chain checked; only mode `jwt` refuses unsigned links
         identity_verifier = DelegationCheck(identity_verifier, self.delegation,
                                             require_signed=config.identity_mode == "jwt")
+        # Revocation is always on (docs/identity.md "Revocation"), outermost: around the mode's verifier or a
+        # `verifier=` passed in alike, and after the chain verified (so it sees verified delegation link ids).
+        identity_verifier = RevocationCheck(identity_verifier, self.store)
+        #: the identity verifier every decision goes through: RevocationCheck(DelegationCheck(
+        #: TransportBoundVerifier(the mode's verifier or yours)))
+        self.verifier: IdentityVerifier = identity_verifier
         self.classifier = Classifier(
             declared={name: t.returns for name, t in config.tools.items()},
             trusted=frozenset(name for name, t in config.tools.items() if t.trusted),

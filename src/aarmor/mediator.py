@@ -539,6 +539,10 @@ class Mediator:
         except BaseException as exc:
             res = DeferralResolution("DENY", f"error while deferred: {type(exc).__name__}: {exc}", "error",
                                      self._clock())
+            # the resolution receipt says how the deferral ended (e.g. the identity was revoked meanwhile)
+            assert call.deferral is not None
+            call.deferral.update(resolution_method=res.method, resolved_at=format_ts(res.resolved_at),
+                                 result=res.result, resolution_reason=res.reason)
             raise
         finally:
             if res is not None:

@@ -34,7 +34,20 @@ def _root(
 
 
 def _wire() -> None:
-    from aarmor.cli import audit, calibrate, demo, gateway, keys, log, pending, policy, receipts, serve, tokens
+    from aarmor.cli import (
+        audit,
+        calibrate,
+        demo,
+        gateway,
+        identity,
+        keys,
+        log,
+        pending,
+        policy,
+        receipts,
+        serve,
+        tokens,
+    )
 
     app.add_typer(policy.app, name="policy", help="Check, test and explain policies.")
     app.add_typer(keys.app, name="keys", help="Manage receipt signing keys.")
@@ -45,6 +58,7 @@ def _wire() -> None:
     app.add_typer(pending.approvals_app, name="approvals", help="List, show, approve and deny STEP_UP requests.")
     app.add_typer(pending.deferrals_app, name="deferrals", help="List, show and resolve deferred actions.")
     app.add_typer(tokens.app, name="tokens", help="Create, list and revoke API tokens.")
+    app.add_typer(identity.app, name="identity", help="Revoke identities (token ids, subjects, agents).")
     app.command(name="serve")(serve.serve)
     app.command(name="gateway")(gateway.gateway)
     app.command(name="calibrate")(calibrate.calibrate)

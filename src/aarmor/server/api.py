@@ -5,13 +5,15 @@ Rules:
   session registry, the action runner or a desk; store and desk calls run in the thread pool, never on
   the event loop.
 - Roles: agent (sessions, evaluate, actions, context, deferral resolve), approver (approvals, deferrals,
-  receipts), admin (everything). An approver's decision is recorded under the token's name, channel "api".
+  receipts), admin (everything; identity revocations only). An approver's decision is recorded under the
+  token's name, channel "api"; so is the author of a revocation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,16 @@ from aarmor.identity.mtls import CertificateError, PeerCertificate, client_certi
 from aarmor.server.actions import TERMINAL, ActionHandle, Outcome
 from aarmor.server.desks import approvals, deferrals
 from aarmor.server.http import ApiError, dumps_line, json_response, read_body, read_model, require
-from aarmor.server.models import ActionIn, ContextIn, DecideIn, EvaluateIn, OutcomeIn, SessionIn, SupplyIn
+from aarmor.server.models import (
+    ActionIn,
+    ContextIn,
+    DecideIn,
+    EvaluateIn,
+    OutcomeIn,
+    RevocationIn,
+    SessionIn,
+    SupplyIn,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.server.app import ServerState
@@ -314,6 +325,70 @@ def _verify_lines(raw: bytes, keys: Any) -> dict[str, Any]:
     return report.to_json()
 
 
+# --- identity revocations (admin) -----------------------------------------------------------------------
+async def revoke_identity(request: Request) -> Response:
+    from datetime import UTC, datetime
+
+    from aarmor.canonical import parse_ts
+    from aarmor.identity.revocation import revoke
+
+    tok = await require(request, "admin")
+    body = await read_model(request, RevocationIn, limit=16384)
+    until = None
+    if body.until is not None:
+        try:
+            until = parse_ts(body.until)
+        except ValueError as exc:
+            raise ApiError(422, "invalid", f"`until`: not an RFC 3339 time with a timezone: {exc}") from exc
+    store = _state(request).guard.store
+    rev, created = await run_in_threadpool(lambda: revoke(store, body.kind, body.value, reason=body.reason,
+                                                          by=tok.name, now=datetime.now(UTC), until=until))
+    return json_response({"revocation": rev.to_json(), "created": created}, 201 if created else 200)
+
+
+async def list_revocations(request: Request) -> Response:
+    from datetime import UTC, datetime
+
+    from aarmor.canonical import format_ts
+
+    await require(request, "admin")
+    status = request.query_params.get("status", "in_force")
+    if status not in ("in_force", "all"):
+        raise ApiError(422, "invalid", f"status `{status}` is not one of in_force, all")
+    now = format_ts(datetime.now(UTC))
+    store = _state(request).guard.store
+    revs = await run_in_threadpool(store.revocation_list, now=now if status == "in_force" else None)
+    return json_response({"revocations": [{**r.to_json(), "in_force": r.in_force(now)}
+                                          for r in revs]})
+
+
+async def revocations(request: Request) -> Response:
+    # one route for both methods, so a 405 on this path names both in its Allow header
+    return await (revoke_identity(request) if request.method == "POST" else list_revocations(request))
+
+
+async def revocation_history(request: Request) -> Response:
+    await require(request, "admin")
+    events = await run_in_threadpool(_state(request).guard.store.revocation_history)
+    return json_response({"events": [e.to_json() for e in events]})
+
+
+async def unrevoke_identity(request: Request) -> Response:
+    from datetime import UTC, datetime
+
+    from aarmor.identity.revocation import unrevoke
+    from aarmor.server.models import REASON_PATTERN
+
+    tok = await require(request, "admin")
+    reason = request.query_params.get("reason", "no reason given")
+    if not 1 <= len(reason) <= 2000 or not re.search(REASON_PATTERN, reason):
+        raise ApiError(422, "invalid", "`reason` must be 1-2000 characters, not only white space")
+    store = _state(request).guard.store
+    lifted = await run_in_threadpool(lambda: unrevoke(store, _param(request, "kind"), _param(request, "value"),
+                                                      reason=reason, by=tok.name, now=datetime.now(UTC)))
+    return json_response({"unrevoked": lifted.to_json()})
+
+
 async def public_keys(request: Request) -> Response:
     await require(request, "agent", "approver")
     text = await run_in_threadpool(_state(request).guard.keyring.export_public, "jwks")
@@ -340,4 +415,7 @@ def routes() -> list[Route]:
         Route("/v1/receipts/verify", verify_receipts, methods=["POST"]),
         Route("/v1/receipts/{id}", get_receipt, methods=["GET"]),
         Route("/v1/keys", public_keys, methods=["GET"]),
+        Route("/v1/identity/revocations", revocations, methods=["GET", "POST"]),
+        Route("/v1/identity/revocations/history", revocation_history, methods=["GET"]),
+        Route("/v1/identity/revocations/{kind}/{value:path}", unrevoke_identity, methods=["DELETE"]),
     ]

@@ -7,12 +7,13 @@ field before anything reaches the pipeline. The routes convert these straight in
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from aarmor.canonical import SAFE_INT
 from aarmor.context.entries import RESERVED_VALUE_NAMES
+from aarmor.identity.revocation import MAX_REASON, MAX_VALUE, VALUE_PATTERN
 
 __all__ = [
     "ActionIn",
@@ -21,6 +22,7 @@ __all__ = [
     "EvaluateIn",
     "IdentityIn",
     "OutcomeIn",
+    "RevocationIn",
     "SessionIn",
     "SupplyIn",
     "schemas",
@@ -97,10 +99,24 @@ class ContextIn(_Body):
         return v
 
 
+#: "some character that is not white space" in both regex dialects that read this pattern: pydantic's
+#: (Unicode White_Space, which counts U+0085) and OpenAPI clients' ECMAScript one (which counts U+FEFF)
+REASON_PATTERN = r"[^\s\x85\ufeff]"
+
+
 class DecideIn(_Body):
-    # "some character that is not white space" in both regex dialects that read this pattern: pydantic's
-    # (Unicode White_Space, which counts U+0085) and OpenAPI clients' ECMAScript one (which counts U+FEFF)
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"[^\s\x85\ufeff]")
+    reason: str = Field(min_length=1, max_length=2000, pattern=REASON_PATTERN)
+
+
+class RevocationIn(_Body):
+    """An identity revocation (aarmor.identity.revocation): what it names, why, and optionally until when."""
+
+    kind: Literal["token", "subject", "agent"] = Field(
+        description="token: a token id (`jti`); subject: a human principal or service identity; agent")
+    value: str = Field(min_length=1, max_length=MAX_VALUE, pattern=VALUE_PATTERN)
+    reason: str = Field(min_length=1, max_length=MAX_REASON, pattern=REASON_PATTERN)
+    until: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                              description="end of the revocation (RFC 3339, after now); default: for ever")
 
 
 class SupplyIn(_Body):
@@ -110,7 +126,8 @@ class SupplyIn(_Body):
 def schemas() -> dict[str, Any]:
     """JSON Schemas of the request models, for the OpenAPI document's components."""
     out: dict[str, Any] = {"JsonValue": JSON_VALUE}
-    for model in (IdentityIn, SessionIn, EvaluateIn, ActionIn, OutcomeIn, ContextIn, DecideIn, SupplyIn):
+    for model in (IdentityIn, SessionIn, EvaluateIn, ActionIn, OutcomeIn, ContextIn, DecideIn, SupplyIn,
+                  RevocationIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema

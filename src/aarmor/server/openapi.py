@@ -85,7 +85,13 @@ def _components() -> dict[str, Any]:
         "ok": {"type": "boolean"}, "checked": {"type": "integer"}, "sessions": {"type": "integer"},
         "failures": {"type": "array", "items": _OBJ}}}
     out = schemas()
+    revocation = {"type": "object", "required": ["kind", "value", "reason", "revoked_by", "revoked_at", "until"],
+                  "properties": {"kind": {"type": "string"}, "value": {"type": "string"},
+                                 "reason": {"type": "string"}, "revoked_by": {"type": "string"},
+                                 "revoked_at": {"type": "string"}, "until": {"type": ["string", "null"]},
+                                 "in_force": {"type": "boolean"}}}
     out.update({"Error": error, "Action": action, "Item": item, "VerificationReport": report,
+                "Revocation": revocation,
                 "Decision": {"type": "object", "required": ["result", "reason", "policy"],
                              "properties": {"result": {"type": "string"}, "reason": {"type": "string"},
                                             "policy": _OBJ}}})
@@ -189,6 +195,42 @@ def _paths() -> dict[str, Any]:
         "/v1/keys": {"get": _op(
             "publicKeys", "The receipt verification keys (JWKS)", "any role",
             {"200": _json(_OBJ, "JWKS")})},
+        **_revocation_paths(),
+    }
+
+
+def _revocation_paths() -> dict[str, Any]:
+    """Identity revocations (docs/identity.md "Revocation"): admin only."""
+    from aarmor.identity.revocation import MAX_REASON, MAX_VALUE, REVOCATION_KINDS, VALUE_PATTERN
+    from aarmor.server.models import REASON_PATTERN
+
+    one = _json({"type": "object", "required": ["revocation", "created"], "properties": {
+        "revocation": _ref("Revocation"), "created": {"type": "boolean"}}}, "the revocation in force")
+    kind = {"name": "kind", "in": "path", "required": True, "description": "token, subject or agent",
+            "schema": {"type": "string", "enum": list(REVOCATION_KINDS)}}
+    value = {"name": "value", "in": "path", "required": True, "description": "the revoked value (may hold `/`)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_VALUE, "pattern": VALUE_PATTERN}}
+    reason = _query("reason", {"type": "string", "minLength": 1, "maxLength": MAX_REASON,
+                               "pattern": REASON_PATTERN}, "why (kept in the revocation history)")
+    return {
+        "/v1/identity/revocations": {
+            "post": _op("revokeIdentity", "Revoke a token id, subject or agent (in force from the next decision)",
+                        "admin", {"201": one, "200": one}, body="RevocationIn", errors=(409,)),
+            "get": _op("listRevocations", "Identity revocations (default: those in force)", "admin",
+                       {"200": _json({"type": "object", "required": ["revocations"], "properties": {
+                           "revocations": {"type": "array", "items": _ref("Revocation")}}}, "revocations")},
+                       errors=(422,), params=[_query("status", {"type": "string", "enum": ["in_force", "all"]},
+                                                     "in_force (default) or all (also those whose `until` passed)")]),
+        },
+        "/v1/identity/revocations/history": {"get": _op(
+            "revocationHistory", "Every revoke and unrevoke, oldest first", "admin",
+            {"200": _json({"type": "object", "required": ["events"], "properties": {
+                "events": {"type": "array", "items": _OBJ}}}, "the history")})},
+        "/v1/identity/revocations/{kind}/{value}": {"delete": _op(
+            "unrevokeIdentity", "Lift a revocation (recorded in the history)", "admin",
+            {"200": _json({"type": "object", "required": ["unrevoked"], "properties": {
+                "unrevoked": _ref("Revocation")}}, "the revocation that was lifted")},
+            errors=(404, 422), params=[kind, value, reason])},
     }
 
 

@@ -10,9 +10,19 @@ from urllib.parse import parse_qs, urlsplit
 
 from aarmor.errors import StoreError
 from aarmor.store.base import Store
-from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import (
+    GENESIS,
+    REVOCATION_KINDS,
+    ApiToken,
+    LogRecord,
+    PendingRecord,
+    ReceiptRecord,
+    Revocation,
+    RevocationEvent,
+)
 
-__all__ = ["GENESIS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord", "Store", "open_store"]
+__all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord", "Revocation",
+           "RevocationEvent", "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -3,18 +3,20 @@
 INVARIANT (append-only chains): an entry is accepted only if its `seq` is the head's seq + 1 (0 for the
 first) and its previous hash equals the head's hash (`GENESIS` for the first). Backends implement the
 `_`-prefixed reads and writes inside one transaction (`_txn`); this class checks the invariant there, so
-two writers cannot fork a chain. Nothing is ever updated or deleted through this interface.
+two writers cannot fork a chain. Nothing of a chain is ever updated or deleted through this interface
+(pending items, API tokens and identity revocations are state, not chains: they change, and revocations
+keep an append-only history of every change).
 """
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aarmor.errors import ChainError
-from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
 
 __all__ = ["PENDING_FIELDS", "Store"]
 
@@ -97,6 +99,36 @@ class Store(ABC):
     @abstractmethod
     def token_revoke(self, token_id: str, at: str) -> bool:
         """Mark a token revoked; False if there is no such (unrevoked) token."""
+
+    # --- identity revocations (AARM R6; aarmor.identity.revocation validates what goes in) ----------------
+    @abstractmethod
+    def revocation_put(self, rev: Revocation) -> tuple[Revocation, bool]:
+        """Revoke `rev.kind` = `rev.value` and record a `revoke` event, in one transaction.
+
+        Idempotent: if a revocation of the same kind and value is already in force at `rev.revoked_at`, it
+        is kept unchanged (its reason, author and time stay the first ones) and returned with False.
+        Returns the revocation in force and whether this call made it.
+        """
+
+    @abstractmethod
+    def revocation_delete(self, kind: str, value: str, *, actor: str, at: str, reason: str) -> Revocation | None:
+        """Lift a revocation and record an `unrevoke` event, in one transaction; None if there was none."""
+
+    @abstractmethod
+    def revocation_list(self, *, now: str | None = None) -> list[Revocation]:
+        """Revocations, oldest first; with `now`, only those still in force then (`until` unset or later)."""
+
+    @abstractmethod
+    def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
+        """The earliest revocation in force at `now` among `(kind, value)` keys, or None.
+
+        On the path of every decision: one indexed read, no cache (a revocation written by any process is
+        seen by the next call).
+        """
+
+    @abstractmethod
+    def revocation_history(self) -> list[RevocationEvent]:
+        """Every revoke and unrevoke, in the order they happened."""
 
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:

@@ -6,12 +6,12 @@ import contextlib
 import copy
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
-from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
 
 __all__ = ["MemoryStore"]
 
@@ -26,6 +26,8 @@ class MemoryStore(Store):
         self._pending: list[tuple[str, LogRecord | ReceiptRecord]] | None = None
         self._items: dict[str, PendingRecord] = {}
         self._tokens: dict[str, ApiToken] = {}
+        self._revocations: dict[tuple[str, str], Revocation] = {}
+        self._revocation_events: list[RevocationEvent] = []
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -135,6 +137,40 @@ class MemoryStore(Store):
                     self._tokens[d] = dataclasses.replace(t, revoked_at=at)
                     return True
             return False
+
+    def revocation_put(self, rev: Revocation) -> tuple[Revocation, bool]:
+        with self._lock:
+            old = self._revocations.get((rev.kind, rev.value))
+            if old is not None and old.in_force(rev.revoked_at):
+                return old, False
+            self._revocations[(rev.kind, rev.value)] = rev
+            self._event("revoke", rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at, rev.until)
+            return rev, True
+
+    def revocation_delete(self, kind: str, value: str, *, actor: str, at: str, reason: str) -> Revocation | None:
+        with self._lock:
+            old = self._revocations.pop((kind, value), None)
+            if old is not None:
+                self._event("unrevoke", kind, value, reason, actor, at, None)
+            return old
+
+    def _event(self, event: str, kind: str, value: str, reason: str, actor: str, at: str, until: str | None) -> None:
+        self._revocation_events.append(RevocationEvent(len(self._revocation_events) + 1, event, kind, value,
+                                                       reason, actor, at, until))
+
+    def revocation_list(self, *, now: str | None = None) -> list[Revocation]:
+        with self._lock:
+            return sorted((r for r in self._revocations.values() if now is None or r.in_force(now)),
+                          key=lambda r: (r.revoked_at, r.kind, r.value))
+
+    def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
+        with self._lock:
+            found = [r for r in (self._revocations.get(k) for k in keys) if r is not None and r.in_force(now)]
+        return min(found, key=lambda r: (r.revoked_at, r.kind, r.value)) if found else None
+
+    def revocation_history(self) -> list[RevocationEvent]:
+        with self._lock:
+            return list(self._revocation_events)
 
     def close(self) -> None:
         pass

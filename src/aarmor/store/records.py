@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["GENESIS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord"]
+__all__ = [
+    "GENESIS",
+    "REVOCATION_KINDS",
+    "ApiToken",
+    "LogRecord",
+    "PendingRecord",
+    "ReceiptRecord",
+    "Revocation",
+    "RevocationEvent",
+]
 
 #: previous-hash of the first entry of every chain
 GENESIS = "sha256:" + "0" * 64
+
+#: what an identity revocation names (docs/identity.md "Revocation"): a token id (`jti` of a bearer or
+#: delegation token), a subject (a human principal or a service identity) or an agent
+REVOCATION_KINDS = ("token", "subject", "agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +94,44 @@ class ApiToken:
     role: str  # "agent" | "approver" | "admin"
     created_at: str
     revoked_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """An identity revocation in force (AARM R6): actions bound to `kind` = `value` are DENY.
+
+    Not to be confused with `ApiToken.revoked_at`, which revokes the server's own API credentials.
+    `until` (RFC 3339 UTC, `format_ts` shape, or None: for ever) ends the revocation itself, e.g. once the
+    revoked token has expired anyway. Times are fixed-width `format_ts` strings, so they compare as text.
+    """
+
+    kind: str  # one of REVOCATION_KINDS
+    value: str
+    reason: str
+    revoked_by: str
+    revoked_at: str
+    until: str | None = None
+
+    def in_force(self, now: str) -> bool:
+        """Whether the revocation applies at `now` (a `format_ts` string)."""
+        return self.until is None or self.until > now
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEvent:
+    """One line of the append-only revocation history: a revocation made (`revoke`) or lifted (`unrevoke`)."""
+
+    seq: int
+    event: str  # "revoke" | "unrevoke"
+    kind: str
+    value: str
+    reason: str
+    actor: str
+    at: str
+    until: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -8,22 +8,24 @@ power cut; `?synchronous=normal` in the URL trades that for speed (documented in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
-from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 2
-#: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`)
-_UPGRADES_FROM = {1}
+SCHEMA_VERSION = 3
+#: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
+#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events
+_UPGRADES_FROM = {1, 2}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,7 +54,27 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     token_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL,
     created_at TEXT NOT NULL, revoked_at TEXT
 );
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, revoked_by TEXT NOT NULL,
+    revoked_at TEXT NOT NULL, until TEXT, PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocation_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+    reason TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL, until TEXT
+);
 """
+
+#: keys per revocation lookup: each is one `(kind=? AND value=?)` term of an OR, which SQLite answers with
+#: one primary-key search per term ("MULTI-INDEX OR"); the bound keeps the expression far below SQLite's
+#: depth limit (1000) for any delegation chain
+_FIND_CHUNK = 100
+
+
+@functools.lru_cache(maxsize=_FIND_CHUNK)
+def find_revocation_sql(n: int) -> str:
+    """The revocation lookup for `n` (kind, value) keys, then `now` (tests check its query plan)."""
+    return ("SELECT * FROM revocations WHERE (" + " OR ".join(["(kind=? AND value=?)"] * n) +
+            ") AND (until IS NULL OR until > ?)")
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -282,6 +304,55 @@ class SqliteStore(Store):
             cur = self._db.execute("UPDATE api_tokens SET revoked_at=? WHERE token_id=? AND revoked_at IS NULL",
                                    (at, token_id))
             return cur.rowcount == 1
+
+    # --- identity revocations -----------------------------------------------------------------------
+    def revocation_put(self, rev: Revocation) -> tuple[Revocation, bool]:
+        with self._txn():
+            row = self._db.execute("SELECT * FROM revocations WHERE kind=? AND value=? AND "
+                                   "(until IS NULL OR until > ?)", (rev.kind, rev.value, rev.revoked_at)).fetchone()
+            if row is not None:
+                return Revocation(*row), False
+            self._db.execute("INSERT OR REPLACE INTO revocations VALUES (?,?,?,?,?,?)",
+                             (rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at, rev.until))
+            self._revocation_event("revoke", rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at,
+                                   rev.until)
+        return rev, True
+
+    def revocation_delete(self, kind: str, value: str, *, actor: str, at: str, reason: str) -> Revocation | None:
+        with self._txn():
+            row = self._db.execute("SELECT * FROM revocations WHERE kind=? AND value=?", (kind, value)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("DELETE FROM revocations WHERE kind=? AND value=?", (kind, value))
+            self._revocation_event("unrevoke", kind, value, reason, actor, at, None)
+        return Revocation(*row)
+
+    def _revocation_event(self, event: str, kind: str, value: str, reason: str, actor: str, at: str,
+                          until: str | None) -> None:
+        self._db.execute("INSERT INTO revocation_events (event, kind, value, reason, actor, at, until) "
+                         "VALUES (?,?,?,?,?,?,?)", (event, kind, value, reason, actor, at, until))
+
+    def revocation_list(self, *, now: str | None = None) -> list[Revocation]:
+        if now is None:
+            rows = self._all("SELECT * FROM revocations ORDER BY revoked_at, kind, value", ())
+        else:
+            rows = self._all("SELECT * FROM revocations WHERE until IS NULL OR until > ? "
+                             "ORDER BY revoked_at, kind, value", (now,))
+        return [Revocation(*r) for r in rows]  # type: ignore[arg-type]
+
+    def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
+        unique = list(dict.fromkeys(keys))
+        rows: list[tuple[object, ...]] = []
+        for i in range(0, len(unique), _FIND_CHUNK):
+            chunk = unique[i:i + _FIND_CHUNK]
+            rows += self._all(find_revocation_sql(len(chunk)), (*(x for key in chunk for x in key), now))
+        if not rows:
+            return None
+        # at most one row per key: the earliest revocation, sorted here rather than by SQLite (no temp b-tree)
+        return min((Revocation(*r) for r in rows), key=lambda r: (r.revoked_at, r.kind, r.value))  # type: ignore[arg-type]
+
+    def revocation_history(self) -> list[RevocationEvent]:
+        return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
 
     def close(self) -> None:
         with self._lock:
