@@ -22,6 +22,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from aarmor.canonical import format_ts
+from aarmor.identity import IdentityError
+from aarmor.identity.delegation import DelegationError, links_from_tokens
 from aarmor.identity.mtls import CertificateError, PeerCertificate, client_certificate
 from aarmor.server.actions import TERMINAL, ActionHandle, Outcome
 from aarmor.server.desks import approvals, deferrals
@@ -30,6 +33,7 @@ from aarmor.server.models import (
     ActionIn,
     ContextIn,
     DecideIn,
+    DelegateIn,
     EvaluateIn,
     OutcomeIn,
     RevocationIn,
@@ -99,6 +103,23 @@ async def update_context(request: Request) -> Response:
     session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok, _peer(request))
     await run_in_threadpool(lambda: session.update_context(**body.fields))
     return json_response({"session_id": session.session_id, "updated": sorted(body.fields)})
+
+
+async def delegate(request: Request) -> Response:
+    """Sign a delegation from this session's (verified) identity to a sub-agent (docs/identity.md)."""
+    tok = await require(request, "agent")
+    body = await read_model(request, DelegateIn, limit=_limit(request))
+    st = _state(request)
+    session = await run_in_threadpool(st.sessions.get, _param(request, "sid"), tok, _peer(request))
+    try:
+        chain = await run_in_threadpool(session.delegate, body.to, body.scope, ttl=body.ttl)
+    except DelegationError as exc:  # what this identity may not hand over: forbidden, whatever the detail
+        raise ApiError(403, exc.code, str(exc)) from exc
+    except IdentityError as exc:
+        raise ApiError(403, "identity_refused", str(exc)) from exc
+    link = links_from_tokens(chain[-1:])[0]
+    return json_response({"chain": list(chain), "link_id": link.link_id, "scope": list(link.scope),
+                          "expires_at": format_ts(link.expires_at) if link.expires_at else None}, 201)
 
 
 async def close_session(request: Request) -> Response:
@@ -402,6 +423,7 @@ def routes() -> list[Route]:
         Route("/v1/sessions/{sid}/actions", start_action, methods=["POST"]),
         Route("/v1/sessions/{sid}/context", update_context, methods=["POST"]),
         Route("/v1/sessions/{sid}/close", close_session, methods=["POST"]),
+        Route("/v1/sessions/{sid}/delegations", delegate, methods=["POST"]),
         Route("/v1/actions/{aid}", get_action, methods=["GET"]),
         Route("/v1/actions/{aid}/outcome", report_outcome, methods=["POST"]),
         Route("/v1/approvals", list_approvals, methods=["GET"]),

@@ -19,6 +19,7 @@ __all__ = [
     "ActionIn",
     "ContextIn",
     "DecideIn",
+    "DelegateIn",
     "EvaluateIn",
     "IdentityIn",
     "OutcomeIn",
@@ -60,6 +61,12 @@ class IdentityIn(_Body):
     agent: Name | None = None
     roles: list[Name] = Field(default_factory=list, max_length=64)
     scope: list[Name] = Field(default_factory=list, max_length=64)
+    token: Annotated[str, Field(min_length=1, max_length=16384)] | None = Field(
+        None, description="identity mode jwt: the caller's OIDC/JWT identity token (held in memory only, never "
+                          "recorded); the human principal, roles and scopes then come from it")
+    delegation: list[Annotated[str, Field(min_length=1, max_length=16384)]] = Field(
+        default_factory=list, max_length=16,
+        description="a signed delegation chain, root first (the `chain` of POST /v1/sessions/{sid}/delegations)")
 
 
 class SessionIn(_Body):
@@ -85,6 +92,12 @@ class OutcomeIn(_Body):
     success: bool
     output: Json = None
     error: str | None = Field(None, max_length=4096)
+
+
+class DelegateIn(_Body):
+    to: Name = Field(description="the sub-agent (agent identity) the delegation is for")
+    scope: list[Name] = Field(min_length=1, max_length=64, description="what it may act with (can only narrow)")
+    ttl: float = Field(300.0, gt=0, le=86400, description="seconds (at most `identity.delegation.max_ttl`)")
 
 
 class ContextIn(_Body):
@@ -127,7 +140,7 @@ def schemas() -> dict[str, Any]:
     """JSON Schemas of the request models, for the OpenAPI document's components."""
     out: dict[str, Any] = {"JsonValue": JSON_VALUE}
     for model in (IdentityIn, SessionIn, EvaluateIn, ActionIn, OutcomeIn, ContextIn, DecideIn, SupplyIn,
-                  RevocationIn):
+                  RevocationIn, DelegateIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema

@@ -124,7 +124,7 @@ def _paths() -> dict[str, Any]:
             {"201": _links(_json({"type": "object", "required": ["session_id"],
                                   "properties": {"session_id": {"type": "string"}}}, "the session"),
                            "sid", "$response.body#/session_id",
-                           ("evaluate", "mediate", "updateContext", "closeSession"))},
+                           ("evaluate", "mediate", "updateContext", "closeSession", "delegate"))},
             body="SessionIn", errors=(409,))},
         "/v1/sessions/{sid}/evaluate": {"post": _op(
             "evaluate", "Dry run: the decision this call would get now (records nothing)", "agent",
@@ -138,6 +138,15 @@ def _paths() -> dict[str, Any]:
         "/v1/sessions/{sid}/close": {"post": _op(
             "closeSession", "End the session", "agent", {"200": _json(_OBJ, "closed")}, errors=(404, 409),
             params=[sid])},
+        "/v1/sessions/{sid}/delegations": {"post": _op(
+            "delegate", "Delegate a scope of this session's identity to a sub-agent (a signed chain)", "agent",
+            {"201": _json({"type": "object", "required": ["chain", "link_id", "scope", "expires_at"],
+                           "properties": {"chain": {"type": "array", "items": {"type": "string"}},
+                                          "link_id": {"type": "string"},
+                                          "scope": {"type": "array", "items": {"type": "string"}},
+                                          "expires_at": {"type": ["string", "null"]}}},
+                          "the chain to hand to the sub-agent (`identity.delegation` of its session)")},
+            body="DelegateIn", errors=(404, 409), params=[sid])},
         "/v1/actions/{aid}": {"get": _op(
             "getAction", "The current state of a mediated action", "agent (its creator)",
             {"200": _json(_ref("Action"), "the action")}, errors=(404, 422),

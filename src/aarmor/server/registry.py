@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aarmor.errors import InputError, NotFound
+from aarmor.identity import IdentityError
+from aarmor.identity.delegation import links_from_tokens
 from aarmor.identity.mtls import MTLS, PeerCertificate, ServiceMismatch, bind_service
 from aarmor.model import Identity
 from aarmor.server.http import ApiError
@@ -63,13 +65,22 @@ class SessionRegistry:
         if sid is not None and (sid in self._entries or self._guard.store.log_head(sid) is not None):
             raise ApiError(409, "session_exists", f"session `{sid}` exists; use it by id (it resumes by itself)")
         i = body.identity
+        try:
+            links = links_from_tokens(i.delegation)
+        except IdentityError as exc:
+            raise ApiError(403, "identity_refused", f"identity.delegation: {exc}") from exc
         identity = Identity(human=i.human, service=i.service or tok.name, agent=i.agent, roles=i.roles,
-                            scopes=i.scope)
+                            scopes=i.scope, token=i.token, delegation=links)
         if peer is not None:
             try:
                 identity = bind_service(identity, peer, claimed=i.service)
             except ServiceMismatch as exc:
                 raise ApiError(403, "service_mismatch", str(exc)) from exc
+        if i.token is not None or links:  # refuse now what could never act, with the precise reason
+            try:
+                self._guard.mediator.verify_identity(identity)
+            except IdentityError as exc:
+                raise ApiError(403, "identity_refused", str(exc)) from exc
         session = self._guard.session(identity=identity, original_request=body.original_request, session_id=sid,
                                       intent_classification=body.intent_classification)
         # AARM R6: the authenticated API principal goes into the session's chained log
