@@ -98,9 +98,13 @@ def rows(n: int = 3000) -> list[Result]:
     return out
 
 
+def run() -> list[Result]:
+    return rows()
+
+
 def main() -> None:
     print(HEADER)
-    for r in rows():
+    for r in run():
         print(r.row())
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_approval
+import bench_identity
 import bench_invoke
 import bench_pdp
 import bench_revocation
@@ -40,7 +41,8 @@ def machine() -> str:
 def main() -> None:
     print(f"Machine: {machine()}\n")
     for title, bench in (("PDP", bench_pdp), ("Full mediated call", bench_invoke),
-                         ("Approval round trip", bench_approval), ("Identity revocation", bench_revocation)):
+                         ("Approval round trip", bench_approval), ("Identity revocation", bench_revocation),
+                         ("Identity verification", bench_identity)):
         print(f"### {title}\n\n{HEADER}")
         for r in bench.run():
             print(r.row())
