@@ -10,9 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from aarmor.errors import StoreError
 from aarmor.store.base import Store
-from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import GENESIS, ApiToken, CredentialEvent, LogRecord, PendingRecord, ReceiptRecord
 
-__all__ = ["GENESIS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord", "Store", "open_store"]
+__all__ = ["GENESIS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord", "ReceiptRecord", "Store",
+           "open_store"]
 
 
 def open_store(url: str) -> Store:

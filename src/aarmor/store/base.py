@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aarmor.errors import ChainError
-from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import GENESIS, ApiToken, CredentialEvent, LogRecord, PendingRecord, ReceiptRecord
 
 __all__ = ["PENDING_FIELDS", "Store"]
 
@@ -97,6 +97,16 @@ class Store(ABC):
     @abstractmethod
     def token_revoke(self, token_id: str, at: str) -> bool:
         """Mark a token revoked; False if there is no such (unrevoked) token."""
+
+    # --- the credential log (AARM R9), append-only ----------------------------------------------------
+    @abstractmethod
+    def credential_event(self, ev: CredentialEvent) -> None:
+        """Append one credential event (durably, like every other write)."""
+
+    @abstractmethod
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        """Events filtered by credential, session and action, in the order they were written."""
 
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:

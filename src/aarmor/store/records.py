@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GENESIS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord"]
+__all__ = ["CREDENTIAL_EVENTS", "GENESIS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord", "ReceiptRecord"]
 
 #: previous-hash of the first entry of every chain
 GENESIS = "sha256:" + "0" * 64
@@ -81,3 +81,25 @@ class ApiToken:
     role: str  # "agent" | "approver" | "admin"
     created_at: str
     revoked_at: str | None = None
+
+
+#: what happens to a just-in-time credential, in order: issued, then perhaps expired (its ttl ran out while
+#: the action ran), then released (the tool's run ended and the credential was taken back) or release_failed
+CREDENTIAL_EVENTS = ("issued", "expired", "released", "release_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialEvent:
+    """One line of the credential log (AARM R9: issuance and use logged). Never holds the secret."""
+
+    credential_id: str
+    event: str  # one of CREDENTIAL_EVENTS
+    at: str
+    session_id: str
+    action_id: str
+    tool: str
+    kind: str  # "access_token" | "postgresql"
+    scope: tuple[str, ...]
+    expires_at: str
+    #: released: how the tool's run ended; release_failed: the error
+    detail: str | None = None

@@ -17,13 +17,14 @@ from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
-from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord
+from aarmor.store.records import ApiToken, CredentialEvent, LogRecord, PendingRecord, ReceiptRecord
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 2
-#: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`)
-_UPGRADES_FROM = {1}
+SCHEMA_VERSION = 3
+#: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
+#: 2 -> 3 adds `credential_log`
+_UPGRADES_FROM = {1, 2}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     token_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL,
     created_at TEXT NOT NULL, revoked_at TEXT
 );
+CREATE TABLE IF NOT EXISTS credential_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, credential_id TEXT NOT NULL, event TEXT NOT NULL, at TEXT NOT NULL,
+    session_id TEXT NOT NULL, action_id TEXT NOT NULL, tool TEXT NOT NULL, kind TEXT NOT NULL,
+    scope TEXT NOT NULL, expires_at TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS credential_log_credential ON credential_log (credential_id);
+CREATE INDEX IF NOT EXISTS credential_log_session ON credential_log (session_id);
 """
 
 _SYNC = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -282,6 +290,28 @@ class SqliteStore(Store):
             cur = self._db.execute("UPDATE api_tokens SET revoked_at=? WHERE token_id=? AND revoked_at IS NULL",
                                    (at, token_id))
             return cur.rowcount == 1
+
+    # --- the credential log -----------------------------------------------------------------------------
+    def credential_event(self, ev: CredentialEvent) -> None:
+        with self._txn():
+            self._db.execute(
+                "INSERT INTO credential_log (credential_id, event, at, session_id, action_id, tool, kind, scope, "
+                "expires_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (ev.credential_id, ev.event, ev.at, ev.session_id, ev.action_id, ev.tool, ev.kind,
+                 _dumps(list(ev.scope)), ev.expires_at, ev.detail))
+
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        where, args = [], []
+        for col, val in (("credential_id", credential_id), ("session_id", session_id), ("action_id", action_id)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        rows = self._all("SELECT credential_id, event, at, session_id, action_id, tool, kind, scope, expires_at, "
+                         "detail FROM credential_log" + (" WHERE " + " AND ".join(where) if where else "")
+                         + " ORDER BY id", tuple(args))
+        return [CredentialEvent(str(c), str(e), str(at), str(s), str(a), str(t), str(k), tuple(json.loads(str(sc))),
+                                str(x), None if d is None else str(d)) for c, e, at, s, a, t, k, sc, x, d in rows]
 
     def close(self) -> None:
         with self._lock:
