@@ -24,7 +24,8 @@ from aarmor.errors import AarmorError
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.model import Action
 
-__all__ = ["Credential", "CredentialError", "IssueRequest", "binding", "current_credential", "operation_scope"]
+__all__ = ["Credential", "CredentialError", "IssueRequest", "binding", "current", "current_credential",
+           "operation_scope"]
 
 Kind = Literal["access_token", "postgresql"]
 
@@ -148,6 +149,11 @@ def current_credential() -> Credential:
         raise RuntimeError("no aarmor credential for this call: the tool has no `credentials.tools` entry, or "
                            "this code runs outside a mediated tool call")
     return cred
+
+
+def current() -> Credential | None:
+    """The current credential, or None (for doors that pass it on when there is one)."""
+    return _current.get()
 
 
 @contextlib.contextmanager
