@@ -216,22 +216,21 @@ class PostgresRoleIssuer:
         Raises:
             CredentialError: `excess_privilege`, naming each privilege too many.
         """
-        extra: list[str] = []
-        for oid, schema, name in tables:
-            for priv in _TABLE_PRIVILEGES:
-                if priv in granted:
-                    continue
-                fn = "has_any_column_privilege" if priv in _COLUMN_PRIVILEGES else "has_table_privilege"
-                held = conn.execute(f"SELECT {fn}(%s::name, %s::oid, %s)", (role, oid, priv)).fetchone()
-                if held and held[0]:
-                    extra.append(f"{priv} on {schema}.{name}")
-        for schema in dict.fromkeys(s for _, s, _ in tables):
-            held = conn.execute("SELECT has_schema_privilege(%s::name, %s, 'CREATE')", (role, schema)).fetchone()
-            if held and held[0]:
-                extra.append(f"CREATE on schema {schema}")
-        held = conn.execute("SELECT has_database_privilege(%s::name, %s, 'CREATE')", (role, database)).fetchone()
-        if held and held[0]:
-            extra.append(f"CREATE on database {database}")
+        names = {oid: f"{schema}.{name}" for oid, schema, name in tables}
+        schemas = list(dict.fromkeys(s for _, s, _ in tables))
+        unwanted = [p for p in _TABLE_PRIVILEGES if p not in granted]
+        rows = conn.execute(  # one round trip: every privilege the role should not have, where it has it
+            "SELECT 'table', t::text, p FROM unnest(%(oids)s::oid[]) AS t, unnest(%(privs)s::text[]) AS p "
+            "WHERE CASE WHEN p = ANY(%(column)s::text[]) THEN has_any_column_privilege(%(role)s::name, t, p) "
+            "ELSE has_table_privilege(%(role)s::name, t, p) END "
+            "UNION ALL SELECT 'schema', n, 'CREATE' FROM unnest(%(schemas)s::text[]) AS n "
+            "WHERE has_schema_privilege(%(role)s::name, n, 'CREATE') "
+            "UNION ALL SELECT 'database', %(db)s, 'CREATE' "
+            "WHERE has_database_privilege(%(role)s::name, %(db)s, 'CREATE')",
+            {"oids": list(names), "privs": unwanted, "column": list(_COLUMN_PRIVILEGES), "role": role,
+             "schemas": schemas, "db": database}).fetchall()
+        extra = [f"{priv} on {names[int(obj)]}" if what == "table" else f"{priv} on {what} {obj}"
+                 for what, obj, priv in rows]
         if extra:
             raise CredentialError("excess_privilege", f"a `{self.tool}` credential for {', '.join(granted)} would "
                                   f"also hold {'; '.join(extra)} (granted to PUBLIC?); not issued")
