@@ -260,3 +260,23 @@ def test_the_broker_refuses_to_start_a_credential_without_the_connection_string_
     assert "s3cr3t-pw" not in json.dumps(r) and "s3cr3t-pw" not in denied.value.decision.reason
     assert "cannot connect to PostgreSQL" in denied.value.decision.reason
     assert ADMIN_DSN not in repr(guard.config.credentials)
+
+
+def test_a_schema_anyone_may_create_in_refuses_the_credential(make_guard: Callable[..., Any], admin: Any,
+                                                              no_leaked_roles: None) -> None:
+    """CREATE on the tables' schema (granted to PUBLIC) would let a read credential run DDL: refused."""
+    from tests.credentials.conftest import POLICY
+
+    schema = f"jit_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        admin.execute(f"CREATE TABLE {schema}.items (x int)")
+        admin.execute(f"GRANT CREATE ON SCHEMA {schema} TO PUBLIC")
+        guard = make_guard(POLICY, credentials={"tools": {"orders_db": {
+            "kind": "postgresql", "admin_dsn": ADMIN_DSN, "tables": [f"{schema}.items"]}}})
+        with guard.session(identity=ALICE) as s:
+            with pytest.raises(ActionDenied) as denied:
+                s.invoke("orders_db", {}, lambda a: 1, operation="read")
+        assert f"would also hold CREATE on schema {schema}" in denied.value.decision.reason
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
