@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.server.conftest import serve  # noqa: F401 (a real `aarmor serve`, for the HTTP door's test)
+
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: `policy_text` for guards in these tests: everything allowed, one MODIFY to check argument binding
 POLICY = """

@@ -255,3 +255,23 @@ credentials:
         "read": ("SELECT",), "write": ("SELECT", "INSERT", "UPDATE", "DELETE")}
     assert isinstance(api, AccessTokenToolConfig) and api.ttl == 10 and api.bind_arguments
     assert "hunter2" not in repr(cfg)
+
+
+def test_the_http_door_hands_the_token_to_its_client_while_allowed(serve: Callable[..., Any]) -> None:
+    """`POST /v1/sessions/{sid}/actions`: the client that runs the tool gets the token with `allowed`."""
+    srv = serve(POLICY, credentials={"tools": {"payments": {"kind": "access_token", "audience": AUDIENCE}}})
+    with srv.client(srv.token("pay-agent-svc", "agent")) as c:
+        sid = c.post("/v1/sessions", json={"identity": {"human": "alice@company.com"}}).json()["session_id"]
+        act = c.post(f"/v1/sessions/{sid}/actions", json={"tool": "payments", "operation": "write",
+                                                          "arguments": {"amount": 20}}).json()
+        assert act["status"] == "allowed", act
+        cred = act["credential"]
+        claims = verify_access_token(cred["token"], keys=srv.guard.credentials.export_public("jwks"),
+                                     audience=AUDIENCE, scope="write", parameters={"amount": 20})
+        assert claims.credential_id == cred["credential_id"] and claims.action_id == act["action_id"]
+        done = c.post(f"/v1/actions/{act['action_id']}/outcome", json={"success": True}).json()
+        # once reported, the credential is released and no longer shown
+        assert "credential" not in done and "credential" not in c.get(f"/v1/actions/{act['action_id']}").json()
+    receipt = srv.guard.store.get_receipt(done["receipt_id"]).body
+    assert receipt["execution"]["credential"]["credential_id"] == cred["credential_id"]
+    assert cred["token"] not in json.dumps(receipt)
