@@ -21,6 +21,12 @@ rules:
     action: MODIFY
     modifications: {parameters: {limit: 100}}
     reason: at most 100 rows
+  - id: big-payments
+    match: {tool: payments, operation: write, parameters: {amount: {gt: 1000}}}
+    action: STEP_UP
+    approvers: [carol@company.com]
+    timeout: 10
+    reason: big payments need carol
 """
 
 

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from datetime import timedelta
@@ -275,3 +277,34 @@ def test_the_http_door_hands_the_token_to_its_client_while_allowed(serve: Callab
     receipt = srv.guard.store.get_receipt(done["receipt_id"]).body
     assert receipt["execution"]["credential"]["credential_id"] == cred["credential_id"]
     assert cred["token"] not in json.dumps(receipt)
+
+
+def test_a_step_up_gets_its_credential_only_after_the_approval(guard: Any, make_guard: Callable[..., Any]) -> None:
+    tool = Capture()
+    decided: list[str] = []
+
+    def approve() -> None:
+        deadline = time.monotonic() + 10
+        while not (items := guard.approvals.list()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # nothing was minted while the action waited for a human
+        decided.append(str(len(guard.store.credential_events())))
+        guard.approvals.decide(items[0]["id"], approver="carol@company.com", granted=True, reason="ok", channel="t")
+
+    with guard.session(identity=ALICE) as s:
+        t = threading.Thread(target=approve)
+        t.start()
+        s.invoke("payments", {"amount": 5000}, tool, operation="write")
+        t.join()
+    assert decided == ["0"]
+    [(cred, _)] = tool.calls
+    [r] = [x.body for x in guard.store.read_receipts(s.session_id)]
+    assert r["approval"]["granted"] is True
+    issued = guard.store.credential_events(credential_id=cred.credential_id)[0]
+    assert issued.event == "issued" and issued.at >= r["approval"]["decided_at"]
+    # unattended: the STEP_UP ends at once, and no credential is ever issued
+    unattended = make_guard(POLICY, unattended=True, credentials={"tools": {"payments": {"kind": "access_token"}}})
+    with unattended.session(identity=ALICE) as s2:
+        with pytest.raises(ActionDenied):
+            s2.invoke("payments", {"amount": 5000}, tool, operation="write")
+    assert unattended.store.credential_events(session_id=s2.session_id) == [] and len(tool.calls) == 1
