@@ -142,7 +142,9 @@ class Guard:
         try:
             self.keyring = Keyring.open(config.keys)
             #: AARM R9 just-in-time credentials (`credentials`; docs/credentials.md): inert with no tool listed
-            self.credentials = CredentialBroker(config.credentials, store=self.store, clock=clock)
+            creds = config.credentials if config.credentials.keys is not None else dataclasses.replace(
+                config.credentials, keys=config.keys / "credentials")
+            self.credentials = CredentialBroker(creds, store=self.store, clock=clock)
         except BaseException:
             self.store.close()
             raise

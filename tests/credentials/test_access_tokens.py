@@ -308,3 +308,12 @@ def test_a_step_up_gets_its_credential_only_after_the_approval(guard: Any, make_
         with pytest.raises(ActionDenied):
             s2.invoke("payments", {"amount": 5000}, tool, operation="write")
     assert unattended.store.credential_events(session_id=s2.session_id) == [] and len(tool.calls) == 1
+
+
+def test_a_credentials_object_signs_with_a_keyring_under_the_guard_keys(make_guard: Callable[..., Any],
+                                                                         tmp_path: Path) -> None:
+    from aarmor.config import AccessTokenToolConfig, CredentialsConfig
+
+    guard = make_guard(POLICY, credentials=CredentialsConfig(tools=(("api", AccessTokenToolConfig()),)))
+    assert guard.credentials.keyring.directory == tmp_path / "keys" / "credentials"
+    assert guard.credentials.keyring.current_key_id != guard.keyring.current_key_id  # not the receipt key

@@ -73,7 +73,8 @@ class CredentialBroker:
                 if self.keyring is None:
                     from aarmor.receipts.keys import Keyring
 
-                    assert config.keys is not None
+                    if config.keys is None:
+                        raise ValueError("`credentials.keys` names no directory for the access-token signing keys")
                     self.keyring = Keyring.open(config.keys)
                 self._issuers[name] = AccessTokenIssuer(name, tool, self.keyring, config.issuer)
             else:
