@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
 from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
@@ -62,6 +62,9 @@ from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
 from aarmor.store import GENESIS, PendingRecord, Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.credentials.broker import CredentialBroker
 
 __all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
 
@@ -146,7 +149,7 @@ class Mediator:
     def __init__(self, *, policy: Callable[[], Any], store: Store, signer: ReceiptSigner,
                  verifier: IdentityVerifier, scorer: AlignmentScorer, approvals: ApprovalService,
                  deferrals: DeferralDesk, config: Any, clock: Callable[[], datetime],
-                 credentials: Any = None) -> None:
+                 credentials: CredentialBroker | None = None) -> None:
         self._policy = policy
         self._store = store
         self._signer = signer
