@@ -15,7 +15,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,9 +24,11 @@ from aarmor.errors import ConfigError
 from aarmor.limits import Limits
 
 __all__ = [
+    "AccessTokenToolConfig",
     "ApprovalsConfig",
     "ClassificationConfig",
     "Config",
+    "CredentialsConfig",
     "DeferralsConfig",
     "DelegationConfig",
     "GatewayConfig",
@@ -35,6 +37,7 @@ __all__ = [
     "IntentProfile",
     "JwtConfig",
     "NotifierConfig",
+    "PostgresToolConfig",
     "RedactionConfig",
     "ResolverConfig",
     "ServerConfig",
@@ -314,6 +317,73 @@ class IntentConfig:
     profiles: tuple[tuple[str, IntentProfile], ...] = ()
 
 
+#: table privileges a `postgresql` credential may carry (DML only: DDL, TRUNCATE and ownership never)
+PG_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+#: operation -> privileges when a `postgresql` tool names none; `write` includes SELECT because an UPDATE or
+#: DELETE with a WHERE clause reads the columns it filters on (PostgreSQL checks SELECT for them)
+DEFAULT_PG_PRIVILEGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("read", ("SELECT",)), ("write", ("SELECT", "INSERT", "UPDATE", "DELETE")))
+#: the longest a just-in-time credential may live, in seconds
+MAX_CREDENTIAL_TTL = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenToolConfig:
+    """`credentials.tools.<tool>` of kind `access_token`: an EdDSA JWT per action (docs/credentials.md)."""
+
+    #: the token's `aud`; None: the tool's name as configured
+    audience: str | None = None
+    #: put the digest of the arguments that run in the token (`args_digest`), so the tool can check them
+    bind_arguments: bool = True
+    #: operation -> scopes; empty: the scope is the operation's name (an operation not listed: no credential)
+    scopes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: seconds the token is valid; None: `credentials.ttl`
+    ttl: float | None = None
+    kind: Literal["access_token"] = "access_token"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresToolConfig:
+    """`credentials.tools.<tool>` of kind `postgresql`: a temporary login role per action."""
+
+    #: the connection the broker creates and drops roles with (a role with CREATEROLE); may hold a
+    #: password, so it is never shown (repr) nor recorded
+    admin_dsn: str = field(repr=False)
+    #: schema-qualified tables the credential's privileges are granted on
+    tables: tuple[str, ...]
+    #: operation -> table privileges (a subset of `PG_PRIVILEGES`); an operation not listed: no credential
+    privileges: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_PG_PRIVILEGES
+    #: seconds the broker waits to connect to PostgreSQL
+    connect_timeout: float = 5.0
+    ttl: float | None = None
+    kind: Literal["postgresql"] = "postgresql"
+
+
+CredentialToolConfig = AccessTokenToolConfig | PostgresToolConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsConfig:
+    """`credentials` (AARM R9): just-in-time credentials minted per mediated action."""
+
+    #: default seconds a credential is valid
+    ttl: float = 60.0
+    #: `iss` of access tokens
+    issuer: str = "aarmor"
+    #: the Ed25519 keyring that signs access tokens (not the receipt keys); None: `<keys>/credentials`
+    keys: Path | None = None
+    #: (tool name, its credential) pairs; a tool not listed gets no credential
+    tools: tuple[tuple[str, CredentialToolConfig], ...] = ()
+
+    def for_tool(self, *names: str) -> tuple[str, CredentialToolConfig] | None:
+        """The first configured tool among `names` (an action's `tool.operation`, then `tool`)."""
+        table = dict(self.tools)
+        for name in names:
+            if name in table:
+                return name, table[name]
+        return None
+
+
 #: the policy with no configuration: protection for tool-using agents that lets ordinary work run
 #: (src/aarmor/policy/packs/agent-default.yaml); `builtin:default` is the deny-by-default baseline
 DEFAULT_POLICY = "builtin:agent-default"
@@ -341,6 +411,7 @@ class Config:
     gateway: GatewayConfig = GatewayConfig()
     limits: Limits = field(default_factory=Limits)
     intent: IntentConfig = IntentConfig()
+    credentials: CredentialsConfig = CredentialsConfig()
     #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
     #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
     unattended: bool = False
@@ -526,6 +597,56 @@ class _Gateway(_Strict):
     tls: _Tls | None = None
 
 
+class _AccessTokenTool(_Strict):
+    kind: Literal["access_token"]
+    audience: str | None = Field(None, min_length=1)
+    bind_arguments: bool = True
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
+    ttl: float | None = Field(None, gt=0, le=MAX_CREDENTIAL_TTL)
+
+
+class _PostgresTool(_Strict):
+    kind: Literal["postgresql"]
+    admin_dsn: str = Field(min_length=1)
+    tables: list[str] = Field(min_length=1)
+    privileges: dict[str, list[str]] | None = None
+    connect_timeout: float = Field(5.0, gt=0, le=60)
+    ttl: float | None = Field(None, gt=0, le=MAX_CREDENTIAL_TTL)
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: list[str]) -> list[str]:
+        for t in v:
+            parts = t.split(".")
+            if len(parts) != 2 or not all(parts) or t != t.strip():
+                raise ValueError(f"table `{t}` must be schema-qualified: `schema.table`")
+        return v
+
+    @field_validator("privileges")
+    @classmethod
+    def _privileges(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is None:
+            return None
+        out = {}
+        for op, privs in v.items():
+            upper = [p.upper() for p in privs]
+            bad = [p for p in upper if p not in PG_PRIVILEGES]
+            if bad:
+                raise ValueError(f"operation `{op}`: privilege `{bad[0]}` is not one of {', '.join(PG_PRIVILEGES)}")
+            if not upper:
+                raise ValueError(f"operation `{op}` names no privilege (leave the operation out to refuse it)")
+            out[op] = list(dict.fromkeys(upper))
+        return out
+
+
+class _Credentials(_Strict):
+    ttl: float = Field(60.0, gt=0, le=MAX_CREDENTIAL_TTL)
+    issuer: str = Field("aarmor", min_length=1)
+    keys: str | None = None
+    tools: dict[str, Annotated[_AccessTokenTool | _PostgresTool, Field(discriminator="kind")]] = Field(
+        default_factory=dict)
+
+
 _LimitsModel = type(
     "_Limits", (_Strict,),
     {"__annotations__": {f.name: int | None for f in fields(Limits)}} | {f.name: None for f in fields(Limits)},
@@ -548,6 +669,7 @@ class _File(_Strict):
     server: _Server = _Server()
     gateway: _Gateway = _Gateway()
     intent: _Intent = _Intent()
+    credentials: _Credentials = _Credentials()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -606,7 +728,7 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "identity_jwt",
               "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
-              "classification", "approvals", "deferrals", "server", "intent"}
+              "classification", "approvals", "deferrals", "server", "intent", "credentials"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -667,6 +789,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
         intent=_intent(f.intent, base, overrides.get("intent")),
+        credentials=_credentials(f.credentials, base, keys, overrides.get("credentials")),
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
@@ -704,6 +827,37 @@ def _jwt(j: _Jwt | None, base: Path, override: Any) -> JwtConfig | None:
         roles_claim=j.roles_claim, scopes_claim=j.scopes_claim, principal_claim=j.principal_claim,
         jwks_cache_seconds=j.jwks_cache_seconds, jwks_refetch_interval=j.jwks_refetch_interval,
         jwks_timeout=j.jwks_timeout)
+
+
+def _credentials(c: _Credentials, base: Path, keys: Path, override: Any) -> CredentialsConfig:
+    """`credentials`; the override is a `CredentialsConfig` or a mapping of the file's keys."""
+    from aarmor.normalize import normalize_name
+
+    if isinstance(override, CredentialsConfig):
+        return override
+    if override is not None:
+        try:
+            c = _Credentials.model_validate(override)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "override `credentials`")) from exc
+        base = Path.cwd()
+    tools: list[tuple[str, CredentialToolConfig]] = []
+    for raw_name, t in c.tools.items():
+        try:
+            name = normalize_name(raw_name)
+            if isinstance(t, _AccessTokenTool):
+                scopes = tuple((normalize_name(op, what="operation"), tuple(s)) for op, s in t.scopes.items())
+                tools.append((name, AccessTokenToolConfig(t.audience, t.bind_arguments, scopes, t.ttl)))
+            else:
+                privileges = DEFAULT_PG_PRIVILEGES if t.privileges is None else tuple(
+                    (normalize_name(op, what="operation"), tuple(p)) for op, p in t.privileges.items())
+                tools.append((name, PostgresToolConfig(t.admin_dsn, tuple(t.tables), privileges,
+                                                       t.connect_timeout, t.ttl)))
+        except Exception as exc:  # a tool or operation name that cannot be normalised
+            raise ConfigError(f"configuration: `credentials.tools.{raw_name}`: {exc}") from exc
+    return CredentialsConfig(ttl=c.ttl, issuer=c.issuer,
+                             keys=base / Path(c.keys).expanduser() if c.keys else keys / "credentials",
+                             tools=tuple(tools))
 
 
 def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:

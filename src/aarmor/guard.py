@@ -23,6 +23,7 @@ from aarmor.approvals.service import ApprovalDesk
 from aarmor.canonical import format_ts
 from aarmor.config import Config, load_config
 from aarmor.context import Classifier, SessionContext, SignalConfig
+from aarmor.credentials import CredentialBroker
 from aarmor.deferrals.service import DeferralDesk, Resolver
 from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityError, IdentityVerifier
@@ -144,6 +145,10 @@ class Guard:
         self.store: Store = open_store(config.store)
         try:
             self.keyring = Keyring.open(config.keys)
+            #: AARM R9 just-in-time credentials (`credentials`; docs/credentials.md): inert with no tool listed
+            creds = config.credentials if config.credentials.keys is not None else dataclasses.replace(
+                config.credentials, keys=config.keys / "credentials")
+            self.credentials = CredentialBroker(creds, store=self.store, clock=clock)
         except BaseException:
             self.store.close()
             raise
@@ -177,7 +182,7 @@ class Guard:
             policy=self._policy.current, store=self.store, signer=ReceiptSigner(self.keyring),
             verifier=identity_verifier,
             scorer=self.scorer, approvals=self.approvals, deferrals=self.deferrals,
-            config=config, clock=clock)
+            config=config, clock=clock, credentials=self.credentials)
         self._closed = False
         if recover:
             self.recover_abandoned()
@@ -318,6 +323,7 @@ class Guard:
         self.deferrals.close()
         if self._notifications is not None:
             self._notifications.close()
+        self.credentials.close()
         self.keyring.close()
         self.store.close()
 

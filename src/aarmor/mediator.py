@@ -22,6 +22,11 @@ Rules this module enforces:
 - A call whose dependency (`depends_on`, result handle) is still open is deferred too, one whose
   dependency did not run is denied, and deferral chains deeper than `max_cascade` are denied.
 - The identity captured at submission is re-verified before a waited-for action runs (AARM 2.5).
+- AARM R9: a tool configured under `credentials.tools` gets a credential minted just before it runs (after
+  any wait and the identity re-check), scoped to the operation and bound to the arguments that run; it
+  reaches the tool through `aarmor.credentials.current_credential()`, is released right after the tool
+  returns or fails, and is described (never its secret) in the receipt's `execution.credential`. A
+  credential that cannot be issued means the tool does not run: a DENY recorded with the error.
 - The sync and async paths share every phase; only waiting and calling the tool differ.
 The mediator never parses YAML, never speaks a protocol, and never decides: the PDP does.
 """
@@ -40,12 +45,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aarmor.approvals import ApprovalRequest, ApprovalResult, ApprovalService
 from aarmor.canonical import TAG_APPROVAL_BINDING, digest, format_ts
 from aarmor.context.output_redaction import redact_output
 from aarmor.context.risk import session_risk
+from aarmor.credentials.model import Credential, binding
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
 from aarmor.errors import ActionDenied, InputError, OutputWithheld, ToolFailed
@@ -56,6 +62,9 @@ from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
 from aarmor.store import GENESIS, PendingRecord, Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.credentials.broker import CredentialBroker
 
 __all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
 
@@ -130,6 +139,8 @@ class _Call:
     kept: bool = False
     #: what the caller receives when it differs from `output` (after `redact_output`)
     delivered: Any = _RAW
+    #: the just-in-time credential the tool runs with (AARM R9), until released
+    credential: Credential | None = None
 
 
 class Mediator:
@@ -137,7 +148,8 @@ class Mediator:
 
     def __init__(self, *, policy: Callable[[], Any], store: Store, signer: ReceiptSigner,
                  verifier: IdentityVerifier, scorer: AlignmentScorer, approvals: ApprovalService,
-                 deferrals: DeferralDesk, config: Any, clock: Callable[[], datetime]) -> None:
+                 deferrals: DeferralDesk, config: Any, clock: Callable[[], datetime],
+                 credentials: CredentialBroker | None = None) -> None:
         self._policy = policy
         self._store = store
         self._signer = signer
@@ -147,6 +159,8 @@ class Mediator:
         self._deferrals = deferrals
         self._cfg = config
         self._clock = clock
+        #: the `CredentialBroker` (AARM R9), or None when no tool is configured for credentials
+        self._credentials = credentials if credentials is not None and credentials.enabled else None
         #: async calls in flight in this process (a plain counter: a race only picks thread vs inline)
         self._async_calls = 0
 
@@ -165,14 +179,17 @@ class Mediator:
         call = self._begin(st, tool, arguments, operation, depends_on=depends_on, action_id=action_id)
         if call.final.result in (D.STEP_UP, D.DEFER) and not self._unattended(call):
             self._wait(call)
+        if call.run_params is not None and self._credentials is not None:
+            self._issue_credential(call)
         if call.run_params is not None:
             self._mark_started(call)
             try:
-                call.output = execute(thaw(call.run_params))
+                with binding(call.credential):
+                    call.output = execute(thaw(call.run_params))
             except BaseException as exc:  # the tool's own failure: recorded, then re-raised
                 call.tool_error = exc
             self._mark_completed(call)
-        return self._finish(call)
+        return self._end(call)
 
     async def ainvoke(self, st: SessionState, tool: str, arguments: Any,
                       execute: Callable[[dict[str, Any]], Any | Awaitable[Any]], operation: str | None, *,
@@ -189,15 +206,18 @@ class Mediator:
                     await asyncio.shield(asyncio.to_thread(self._abandon, call,
                                                            "cancelled by the caller while waiting"))
                     raise
+            if call.run_params is not None and self._credentials is not None:
+                await self._durably(self._issue_credential, call, on_cancel=self._abandon_credential)
             if call.run_params is not None:
                 self._mark_started(call)
                 try:
-                    result = execute(thaw(call.run_params))
-                    call.output = await result if inspect.isawaitable(result) else result
+                    with binding(call.credential):  # an awaited tool runs in this task: it sees the credential
+                        result = execute(thaw(call.run_params))
+                        call.output = await result if inspect.isawaitable(result) else result
                 except BaseException as exc:
                     call.tool_error = exc
                 self._mark_completed(call)
-            return await self._durably(self._finish, call)
+            return await self._durably(self._end, call)
         finally:
             self._async_calls -= 1
 
@@ -219,6 +239,11 @@ class Mediator:
         self._fail(call, RuntimeError(why))
         with contextlib.suppress(Exception):
             self._finish(call)
+
+    def _abandon_credential(self, call: _Call) -> None:
+        """The caller went away while its credential was issued: take it back, record the DENY."""
+        self._release_credential(call)
+        self._abandon(call, "cancelled by the caller before the tool ran")
 
     def _unattended(self, call: _Call) -> bool:
         """With nobody to approve or resolve (`unattended`), a STEP_UP or DEFER ends now, not executed."""
@@ -594,7 +619,27 @@ class Mediator:
         call.run_params = None
         call.final = dataclasses.replace(self._error_decision(exc), rule_id=call.decision.rule_id)
 
-    # --- phase 3: execute ---------------------------------------------------------------------
+    # --- phase 3: credential, execute, release -------------------------------------------------
+    def _issue_credential(self, call: _Call) -> _Call:
+        """AARM R9: mint the tool's credential for the arguments that will run; failing that, DENY."""
+        assert self._credentials is not None and call.run_params is not None
+        try:
+            call.credential = self._credentials.issue(call.action, thaw(call.run_params))
+        except Exception as exc:  # AARM R1: no credential, no execution
+            self._fail(call, exc)
+        return call
+
+    def _release_credential(self, call: _Call) -> None:
+        """Take the credential back once the tool's run ended (never raises); the receipt says how it went."""
+        cred, call.credential = call.credential, None
+        if cred is None or self._credentials is None:
+            return
+        outcome = ("not executed" if call.execution is None else "tool succeeded" if call.tool_error is None
+                   else f"tool failed: {type(call.tool_error).__name__}")
+        released = self._credentials.release(cred, outcome=outcome)
+        if call.execution is not None:
+            call.execution["credential"] = {**cred.describe(), **released}
+
     def _mark_started(self, call: _Call) -> None:
         call.execution = {"started_at": format_ts(self._clock()), "completed_at": None, "success": None,
                           "output_hash": None, "error": None}
@@ -607,6 +652,12 @@ class Mediator:
             call.execution["error"] = f"{type(call.tool_error).__name__}: {call.tool_error}"
 
     # --- phase 4: outcome + receipt, one commit -------------------------------------------------
+    def _end(self, call: _Call) -> Any:
+        """Release the call's credential (if any), then record the outcome and the receipt."""
+        if call.credential is not None:
+            self._release_credential(call)
+        return self._finish(call)
+
     def _finish(self, call: _Call) -> Any:
         executed = call.execution is not None
         receipt_id: str | None = None

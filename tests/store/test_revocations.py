@@ -78,20 +78,29 @@ def test_unrevoke_removes_it_and_is_recorded(store: Store) -> None:
         (1, "revoke", "secops", T0, "compromised"), (2, "unrevoke", "lead", T1, "false alarm")]
 
 
-def test_version_2_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "v2.db"
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> None:
+    """2 lacks the revocation tables and the credential log, 3 the credential log: both gain what they lack."""
+    from aarmor.store import CredentialEvent
+
+    path = tmp_path / f"v{version}.db"
     SqliteStore(path).close()
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE revocations")
-    db.execute("DROP TABLE revocation_events")
-    db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    if version == 2:
+        db.execute("DROP TABLE revocations")
+        db.execute("DROP TABLE revocation_events")
+    db.execute("DROP TABLE credential_log")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.commit()
     db.close()
     with SqliteStore(path) as s:
         s.revocation_put(_rev())
         assert s.revocation_find([("agent", "bot")], now=T1) is not None
-    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 3
+        ev = CredentialEvent("crd_1", "issued", T1, "sess_1", "act_1", "db.query", "postgresql", ("SELECT",), T1)
+        s.credential_event(ev)
+        assert s.credential_events(credential_id="crd_1") == [ev]
+    version_now = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version_now) == SCHEMA_VERSION == 4
 
 
 def test_the_lookup_searches_the_primary_key_and_never_scans(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ Rules:
 - The HTTP resource id is the aarmor action id itself (chosen here, passed to `invoke`), so receipts,
   approvals, deferrals and the API all name the action the same way.
 - A client may execute only after it has seen status `allowed`; every other status means "do not run".
+- AARM R9: a tool configured under `credentials.tools` gets its just-in-time credential with status
+  `allowed` (`credential`: the receipt's description plus `token` or `dsn`), shown to the action's owner
+  only while it may run; the pipeline releases it once the outcome is reported (or its deadline passes).
 - Only the principal that created the action (or an admin) may read it or report its outcome.
 - In-flight actions are bounded (`max_in_flight`, 429 beyond it); finished ones are forgotten after an hour.
 """
@@ -25,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aarmor.canonical import format_ts
+from aarmor.credentials.model import Credential, current
 from aarmor.errors import ActionDenied
 from aarmor.normalize import new_action_id
 from aarmor.server.desks import approvals, deferrals, receipts_of_action
@@ -73,6 +77,8 @@ class ActionHandle:
     #: mediating -> allowed -> (closing) -> finished
     phase: str = "mediating"
     parameters: dict[str, Any] | None = None
+    #: the credential the client runs the tool with (AARM R9), while `allowed`
+    credential: Credential | None = None
     outcome_deadline: str | None = None
     outcome: Outcome | None = None
     result: str | None = None
@@ -151,6 +157,7 @@ class ActionRunner:
         deadline = time.monotonic() + self._timeout
         with h.cond:
             h.parameters = params
+            h.credential = current()  # set by the pipeline around this call
             h.outcome_deadline = format_ts(datetime.now(UTC) + timedelta(seconds=self._timeout))
             h.phase = "allowed"
             h.cond.notify_all()
@@ -248,6 +255,9 @@ class ActionRunner:
             out["modified"] = h.parameters != h.arguments
             out["outcome_deadline"] = h.outcome_deadline
             out["outcome_reported"] = h.outcome is not None
+            if h.credential is not None and h.outcome is None:
+                secret = "token" if h.credential.kind == "access_token" else "dsn"
+                out["credential"] = {**h.credential.describe(), secret: getattr(h.credential, secret)}
         else:
             out.update(self._waiting(h))
         if phase == "finished" and h.parameters is not None:

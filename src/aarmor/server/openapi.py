@@ -76,7 +76,9 @@ def _components() -> dict[str, Any]:
         "modified": {"type": "boolean"}, "receipt_id": {"type": ["string", "null"]},
         "approval_id": {"type": "string"}, "deferral_id": {"type": "string"},
         "deadline": {"type": ["string", "null"]}, "outcome_deadline": {"type": ["string", "null"]},
-        "error": {"type": "string"}}}
+        "error": {"type": "string"},
+        "credential": {"type": "object", "description": "AARM R9: the credential to run the tool with "
+                       "(status `allowed` only): the receipt's description plus `token` or `dsn`"}}}
     item = {"type": "object", "required": ["id", "kind", "status", "session_id", "action_id"], "properties": {
         "id": {"type": "string"}, "kind": {"type": "string", "enum": ["approval", "deferral"]},
         "status": {"type": "string"}, "session_id": {"type": "string"}, "action_id": {"type": "string"},

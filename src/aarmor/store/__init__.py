@@ -14,6 +14,7 @@ from aarmor.store.records import (
     GENESIS,
     REVOCATION_KINDS,
     ApiToken,
+    CredentialEvent,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -21,8 +22,8 @@ from aarmor.store.records import (
     RevocationEvent,
 )
 
-__all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "LogRecord", "PendingRecord", "ReceiptRecord", "Revocation",
-           "RevocationEvent", "Store", "open_store"]
+__all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord",
+           "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -16,7 +16,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aarmor.errors import ChainError
-from aarmor.store.records import GENESIS, ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
+from aarmor.store.records import (
+    GENESIS,
+    ApiToken,
+    CredentialEvent,
+    LogRecord,
+    PendingRecord,
+    ReceiptRecord,
+    Revocation,
+    RevocationEvent,
+)
 
 __all__ = ["PENDING_FIELDS", "Store"]
 
@@ -129,6 +138,16 @@ class Store(ABC):
     @abstractmethod
     def revocation_history(self) -> list[RevocationEvent]:
         """Every revoke and unrevoke, in the order they happened."""
+
+    # --- the credential log (AARM R9), append-only ----------------------------------------------------
+    @abstractmethod
+    def credential_event(self, ev: CredentialEvent) -> None:
+        """Append one credential event (durably, like every other write)."""
+
+    @abstractmethod
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        """Events filtered by credential, session and action, in the order they were written."""
 
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:

@@ -11,7 +11,15 @@ from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
-from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
+from aarmor.store.records import (
+    ApiToken,
+    CredentialEvent,
+    LogRecord,
+    PendingRecord,
+    ReceiptRecord,
+    Revocation,
+    RevocationEvent,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -28,6 +36,7 @@ class MemoryStore(Store):
         self._tokens: dict[str, ApiToken] = {}
         self._revocations: dict[tuple[str, str], Revocation] = {}
         self._revocation_events: list[RevocationEvent] = []
+        self._credentials: list[CredentialEvent] = []
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -171,6 +180,18 @@ class MemoryStore(Store):
     def revocation_history(self) -> list[RevocationEvent]:
         with self._lock:
             return list(self._revocation_events)
+
+    def credential_event(self, ev: CredentialEvent) -> None:
+        with self._lock:
+            self._credentials.append(ev)
+
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        with self._lock:
+            return [e for e in self._credentials
+                    if (credential_id is None or e.credential_id == credential_id)
+                    and (session_id is None or e.session_id == session_id)
+                    and (action_id is None or e.action_id == action_id)]
 
     def close(self) -> None:
         pass

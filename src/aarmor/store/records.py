@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
+    "CREDENTIAL_EVENTS",
     "GENESIS",
     "REVOCATION_KINDS",
     "ApiToken",
+    "CredentialEvent",
     "LogRecord",
     "PendingRecord",
     "ReceiptRecord",
@@ -135,3 +137,25 @@ class RevocationEvent:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: what happens to a just-in-time credential, in order: issued, then perhaps expired (its ttl ran out while
+#: the action ran), then released (the tool's run ended and the credential was taken back) or release_failed
+CREDENTIAL_EVENTS = ("issued", "expired", "released", "release_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialEvent:
+    """One line of the credential log (AARM R9: issuance and use logged). Never holds the secret."""
+
+    credential_id: str
+    event: str  # one of CREDENTIAL_EVENTS
+    at: str
+    session_id: str
+    action_id: str
+    tool: str
+    kind: str  # "access_token" | "postgresql"
+    scope: tuple[str, ...]
+    expires_at: str
+    #: released: how the tool's run ended; release_failed: the error
+    detail: str | None = None

@@ -18,14 +18,22 @@ from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
-from aarmor.store.records import ApiToken, LogRecord, PendingRecord, ReceiptRecord, Revocation, RevocationEvent
+from aarmor.store.records import (
+    ApiToken,
+    CredentialEvent,
+    LogRecord,
+    PendingRecord,
+    ReceiptRecord,
+    Revocation,
+    RevocationEvent,
+)
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
-#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events
-_UPGRADES_FROM = {1, 2}
+#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log
+_UPGRADES_FROM = {1, 2, 3}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +70,13 @@ CREATE TABLE IF NOT EXISTS revocation_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
     reason TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL, until TEXT
 );
+CREATE TABLE IF NOT EXISTS credential_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, credential_id TEXT NOT NULL, event TEXT NOT NULL, at TEXT NOT NULL,
+    session_id TEXT NOT NULL, action_id TEXT NOT NULL, tool TEXT NOT NULL, kind TEXT NOT NULL,
+    scope TEXT NOT NULL, expires_at TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS credential_log_credential ON credential_log (credential_id);
+CREATE INDEX IF NOT EXISTS credential_log_session ON credential_log (session_id);
 """
 
 #: keys per revocation lookup: each is one `(kind=? AND value=?)` term of an OR, which SQLite answers with
@@ -353,6 +368,28 @@ class SqliteStore(Store):
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
+
+    # --- the credential log -----------------------------------------------------------------------------
+    def credential_event(self, ev: CredentialEvent) -> None:
+        with self._txn():
+            self._db.execute(
+                "INSERT INTO credential_log (credential_id, event, at, session_id, action_id, tool, kind, scope, "
+                "expires_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (ev.credential_id, ev.event, ev.at, ev.session_id, ev.action_id, ev.tool, ev.kind,
+                 _dumps(list(ev.scope)), ev.expires_at, ev.detail))
+
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        where, args = [], []
+        for col, val in (("credential_id", credential_id), ("session_id", session_id), ("action_id", action_id)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        rows = self._all("SELECT credential_id, event, at, session_id, action_id, tool, kind, scope, expires_at, "
+                         "detail FROM credential_log" + (" WHERE " + " AND ".join(where) if where else "")
+                         + " ORDER BY id", tuple(args))
+        return [CredentialEvent(str(c), str(e), str(at), str(s), str(a), str(t), str(k), tuple(json.loads(str(sc))),
+                                str(x), None if d is None else str(d)) for c, e, at, s, a, t, k, sc, x, d in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -15,6 +15,9 @@ Rules:
   is its reference; a later `tools/list` that shows another definition is recorded and raised as the
   risk signals `tool_definition_changed` (true) and `changed_tools` (their names) for policy.
 - With `hide_denied_tools`, tools an unconditional FORBIDDEN rule covers are left out of `tools/list`.
+- AARM R9: a tool configured for access tokens (`credentials.tools`) gets its per-call token in the
+  forwarded request's `params._meta["aarmor/credential"]`, for the server to check with
+  `aarmor.credentials.verify_access_token` (docs/credentials.md). Other credential kinds are not sent.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ class ToolReportedError(ToolFailed):
 def _result_text(result: dict[str, Any]) -> str:
     parts = [c.get("text", "") for c in result.get("content") or () if isinstance(c, dict) and c.get("type") == "text"]
     return " ".join(p for p in parts if isinstance(p, str))[:500]
+
+
+def _with_credential(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the call's access token (if its tool has one) in `_meta["aarmor/credential"]`."""
+    from aarmor.credentials.model import current
+
+    cred = current()
+    if cred is None or cred.kind != "access_token":
+        return params
+    meta = params.get("_meta")
+    return {**params, "_meta": {**(meta if isinstance(meta, dict) else {}), "aarmor/credential": cred.token}}
 
 
 def tool_fingerprint(tool: dict[str, Any]) -> str:
@@ -155,7 +169,8 @@ class ToolHandler:
             if owner is None:
                 raise RemoteError(INVALID_PARAMS, f"unknown tool: `{name}`")
             up, original = owner
-            res = await self.cs.forward(up, "tools/call", {**params, "name": original, "arguments": run_args}, fl)
+            res = await self.cs.forward(up, "tools/call", _with_credential(
+                {**params, "name": original, "arguments": run_args}), fl)
             if res.get("isError") is True:
                 raise ToolReportedError(res)
             return res
