@@ -11,14 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import errors
 
 from aarmor import ActionDenied, Identity
 from aarmor.credentials import Credential, current_credential
 from tests.credentials.conftest import ADMIN_DSN, jit_roles
-
-psycopg = pytest.importorskip("psycopg")
-from psycopg import errors  # noqa: E402
 
 ALICE = Identity(human="alice@company.com", agent="orders-agent")
 

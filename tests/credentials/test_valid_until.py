@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from aarmor.config import PostgresToolConfig
@@ -24,8 +25,6 @@ from aarmor.credentials.postgres import PostgresRoleIssuer
 from aarmor.model import FrozenMap, Identity
 from aarmor.normalize import normalize_action
 from tests.mcp_support import free_port
-
-psycopg = pytest.importorskip("psycopg")
 
 
 def _bindir() -> Path | None:
@@ -43,7 +42,8 @@ def scram_dsn() -> Iterator[str]:
     """A private cluster on a free port that authenticates every login with a SCRAM password."""
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package "
+                    "(.ci/run does)")
     # not under pytest's tmp directory: it is private to this user, and the server may run as another
     base = Path(tempfile.mkdtemp(prefix="aarmor-scram-pg-"))
     # initdb refuses to run as root: as root, run the server as the `postgres` system user
