@@ -402,7 +402,8 @@ class Mediator:
         """Commit the "requested" entry before anything can run (AARM 2.2 `append_action`)."""
         try:
             rec = call.st.ctx.record_requested(call.action, call.decision, parameters_view=call.params_view,
-                                               parameters_digest=call.params_digest, now=call.now)
+                                               parameters_digest=call.params_digest, now=call.now,
+                                               alerts=_alerts(call))
             call.log_seq, call.context_hash = rec.seq, rec.entry_hash
             call.requested_logged = True
         except Exception as exc:  # context store unavailable: AARM 4.2 fail closed
@@ -471,7 +472,8 @@ class Mediator:
             escalation=thaw(d.escalation) if d.escalation is not None else None,
             extra={"log_seq": call.log_seq, "context_hash": call.context_hash,
                    "parameters_view": call.params_view, "parameters_digest": call.params_digest})
-        call.st.ctx.record_event("approval_requested", _jsonable(req.to_json()), now=req.requested_at)
+        call.st.ctx.record_event("approval_requested", {**_jsonable(req.to_json()), **_about(call)},
+                                 now=req.requested_at)
         return req
 
     def _after_approval(self, call: _Call, req: ApprovalRequest, res: ApprovalResult) -> None:
@@ -482,7 +484,7 @@ class Mediator:
             "reason": res.reason, "decided_at": format_ts(res.decided_at), "timeout": req.timeout,
             "source": req.source, "identity_verified": res.identity_verified,
         }
-        call.st.ctx.record_event("approval_decided", call.approval, now=self._clock())
+        call.st.ctx.record_event("approval_decided", {**call.approval, **_about(call)}, now=self._clock())
         if not res.granted:
             call.final = _denied(step, f"STEP_UP not granted: {res.reason}")
             return
@@ -579,7 +581,7 @@ class Mediator:
         assert call.deferral is not None
         call.deferral.update(resolution_method=res.method, resolved_at=format_ts(res.resolved_at),
                              result=res.result, resolution_reason=res.reason, resolver=res.resolver)
-        call.st.ctx.record_event("deferral_resolved", call.deferral, now=self._clock())
+        call.st.ctx.record_event("deferral_resolved", {**call.deferral, **_about(call)}, now=self._clock())
         if decision is None or res.result not in ("ALLOW", "MODIFY", "STEP_UP"):
             call.final = _denied(call.decision, f"DEFER not resolved: {res.reason}")
             return
@@ -610,7 +612,7 @@ class Mediator:
             "timeout_at": format_ts(req.timeout_at), "resolution_method": None, "resolved_at": None,
             "result": None,
         }
-        event = dict(call.deferral)
+        event = {**call.deferral, **_about(call)}
         self._commit(call, kind="deferral",
                      stage=lambda tx: tx.event("deferral_created", event, now=call.now))
 
@@ -665,7 +667,7 @@ class Mediator:
 
         def stage(tx: Any) -> None:
             if not call.requested_logged:  # a DENY: requested, outcome and receipt in one commit
-                req = tx.requested(call.action, call.decision, parameters_view=call.params_view,
+                req = tx.requested(call.action, call.decision, parameters_view=call.params_view, alerts=_alerts(call),
                                    parameters_digest=call.params_digest, now=call.now)
                 call.log_seq, call.context_hash = req.seq, req.entry_hash
             log, _labels = tx.outcome(
@@ -859,6 +861,20 @@ def _binding(action: Action, run_params: Mapping[str, Any]) -> str:
     return digest(TAG_APPROVAL_BINDING, {
         "tool": action.tool, "operation": action.operation, "parameters": thaw(run_params),
         "identity": action.identity.to_json(), "session_id": action.session_id})
+
+
+#: risk signals worth an alert when they hold at a decision (recorded on its `action_requested` entry)
+_ALERT_SIGNALS = ("drift_detected", "injection_suspected")
+
+
+def _alerts(call: _Call) -> tuple[str, ...]:
+    signals = call.snapshot.risk_signals if call.snapshot is not None else None
+    return tuple(s for s in _ALERT_SIGNALS if signals is not None and signals.get(s) is True)
+
+
+def _about(call: _Call) -> dict[str, Any]:
+    """Which action a lifecycle event (approval, deferral) is about, for the log and telemetry."""
+    return {"action_id": call.action.action_id, "tool": call.action.tool, "operation": call.action.operation}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -88,14 +88,15 @@ class Transaction:
         return rec
 
     def requested(self, action: Action, decision: Decision, *, parameters_view: Mapping[str, Any],
-                  parameters_digest: str, now: datetime) -> LogRecord:
-        """Stage `action_requested`: the action as decided, with redacted parameters and their digest.
+                  parameters_digest: str, now: datetime, alerts: Sequence[str] = ()) -> LogRecord:
+        """Stage `action_requested`: the action as decided, with redacted parameters and their digest, and the
+        alert signals (`drift_detected`, `injection_suspected`) that held when it was decided.
 
         Raises:
             InputError: the action belongs to another session, or a malformed decision or digest.
         """
         body = E.requested_body(action, decision, self._ctx._identity_json(action), parameters_view,
-                                parameters_digest)
+                                parameters_digest, alerts)
         return self._stage(E.ACTION_REQUESTED, body, now)
 
     def outcome(self, action: Action, *, executed: bool, success: bool | None, output: Any,
@@ -340,11 +341,11 @@ class SessionContext:
 
     # --- single-entry writes (each one durable commit) ----------------------------------------------
     def record_requested(self, action: Action, decision: Decision, *, parameters_view: Mapping[str, Any],
-                         parameters_digest: str, now: datetime) -> LogRecord:
+                         parameters_digest: str, now: datetime, alerts: Sequence[str] = ()) -> LogRecord:
         """Write `action_requested` durably (before the action may execute). See `Transaction.requested`."""
         with self.atomic() as tx:
             rec = tx.requested(action, decision, parameters_view=parameters_view,
-                               parameters_digest=parameters_digest, now=now)
+                               parameters_digest=parameters_digest, now=now, alerts=alerts)
             tx.commit()
         return rec
 

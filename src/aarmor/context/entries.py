@@ -84,7 +84,7 @@ def start_body(identity: Identity, original_request: str | None, intent_classifi
 
 
 def requested_body(action: Action, decision: Decision, identity_json: Any, parameters_view: Any,
-                   parameters_digest: str) -> dict[str, Any]:
+                   parameters_digest: str, alerts: Iterable[str] = ()) -> dict[str, Any]:
     if not isinstance(decision, Decision):
         raise InputError(f"decision must be a Decision, found {type(decision).__name__}")
     if not isinstance(parameters_view, Mapping):
@@ -103,7 +103,10 @@ def requested_body(action: Action, decision: Decision, identity_json: Any, param
     }
     if action.raw_tool is not None:
         act["raw_tool"] = action.raw_tool
-    return {"action": act, "decision": decision.to_json()}
+    body: dict[str, Any] = {"action": act, "decision": decision.to_json()}
+    if alerts:  # INVARIANT: absent when none, so entries without alerts keep their hash and meaning
+        body["alerts"] = sorted(alerts)
+    return body
 
 
 def error_json(error: BaseException | None) -> dict[str, str] | None:
