@@ -41,6 +41,8 @@ __all__ = [
     "RedactionConfig",
     "ResolverConfig",
     "ServerConfig",
+    "TelemetryConfig",
+    "TelemetrySinkConfig",
     "TlsConfig",
     "ToolConfig",
     "UpstreamConfig",
@@ -295,6 +297,36 @@ class IntentProfile:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetrySinkConfig:
+    """One `telemetry.sinks` entry: where events go, in which format, which of them (docs/telemetry.md)."""
+
+    name: str
+    type: str
+    format: str
+    #: event types (exact, or a prefix like `alert.*`), tools, decision results, identities, severity floor
+    types: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    decisions: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+    min_severity: str = "info"
+    #: the sink type's own settings (path, url, host...), validated by the sink
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """`telemetry` (AARM R8): sinks, what parameters may leave in clear, the spool's bound."""
+
+    sinks: tuple[TelemetrySinkConfig, ...] = ()
+    #: parameter fields exported as their (redacted) value; every other parameter travels as a digest only
+    export_parameters: tuple[str, ...] = ()
+    #: above this many undelivered events the oldest are dropped, counted in a `telemetry.dropped` alert
+    spool_max_events: int = 100_000
+    batch_size: int = 500
+    poll_interval: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
 class IntentConfig:
     """The intent scorer (docs/intent.md): alignment, semantic distance and drift for the PDP."""
 
@@ -412,6 +444,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     intent: IntentConfig = IntentConfig()
     credentials: CredentialsConfig = CredentialsConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
     #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
     unattended: bool = False
@@ -653,6 +686,34 @@ _LimitsModel = type(
 )
 
 
+_SINK_KEYS = ("name", "type", "format", "filter")
+
+
+class _TelemetryFilter(_Strict):
+    types: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    decisions: list[Literal["ALLOW", "DENY", "MODIFY", "STEP_UP", "DEFER"]] = Field(default_factory=list)
+    identities: list[str] = Field(default_factory=list)
+    min_severity: Literal["info", "low", "medium", "high", "critical"] = "info"
+
+
+class _TelemetrySink(BaseModel):
+    # the sink's own options sit beside these keys; the sink validates them (unknown keys refused there)
+    model_config = ConfigDict(extra="allow")
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["file", "syslog", "webhook", "splunk_hec", "otlp"]
+    format: Literal["jsonl", "ocsf", "cef"] | None = None
+    filter: _TelemetryFilter = _TelemetryFilter()
+
+
+class _Telemetry(_Strict):
+    sinks: list[_TelemetrySink] = Field(default_factory=list)
+    export_parameters: list[str] = Field(default_factory=list)
+    spool_max_events: int = Field(100_000, ge=100, le=100_000_000)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    poll_interval: float = Field(0.2, gt=0, le=10)
+
+
 class _File(_Strict):
     home: str | None = None
     store: str | None = None
@@ -670,6 +731,7 @@ class _File(_Strict):
     gateway: _Gateway = _Gateway()
     intent: _Intent = _Intent()
     credentials: _Credentials = _Credentials()
+    telemetry: _Telemetry = _Telemetry()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -728,7 +790,8 @@ def _format_errors(exc: ValidationError, where: str) -> str:
 _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "identity_jwt",
               "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
-              "classification", "approvals", "deferrals", "server", "intent", "credentials"}
+              "classification", "approvals", "deferrals", "server", "intent", "credentials",
+              "telemetry"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -790,6 +853,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         limits=overrides.get("limits") or limits,
         intent=_intent(f.intent, base, overrides.get("intent")),
         credentials=_credentials(f.credentials, base, keys, overrides.get("credentials")),
+        telemetry=_telemetry(f.telemetry, base, overrides.get("telemetry")),
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
@@ -858,6 +922,41 @@ def _credentials(c: _Credentials, base: Path, keys: Path, override: Any) -> Cred
     return CredentialsConfig(ttl=c.ttl, issuer=c.issuer,
                              keys=base / Path(c.keys).expanduser() if c.keys else keys / "credentials",
                              tools=tuple(tools))
+
+
+def _telemetry(t: _Telemetry, base: Path, override: Any) -> TelemetryConfig:
+    """`telemetry`; the override is a `TelemetryConfig` or a mapping of the file's keys. A `file` sink's
+    relative `path` is resolved against the configuration file's folder."""
+    from aarmor.telemetry.events import types_matching
+    from aarmor.telemetry.sinks import DEFAULT_FORMAT
+
+    if isinstance(override, TelemetryConfig):
+        return override
+    if override is not None:
+        try:
+            t = _Telemetry.model_validate(override)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "override `telemetry`")) from exc
+        base = Path.cwd()
+    sinks: list[TelemetrySinkConfig] = []
+    for i, sk in enumerate(t.sinks):
+        name = sk.name or f"{sk.type}-{i}"
+        where = f"configuration: `telemetry.sinks[{i}]` ({name})"
+        if name in {x.name for x in sinks}:
+            raise ConfigError(f"{where}: the name is used by another sink (cursors are kept by name)")
+        try:
+            types = tuple(sorted(types_matching(sk.filter.types))) if sk.filter.types else ()
+        except ValueError as exc:
+            raise ConfigError(f"{where}: filter.types: {exc}") from None
+        options = dict(sk.model_extra or {})
+        if sk.type == "file" and isinstance(options.get("path"), str):
+            options["path"] = str(base / Path(options["path"]).expanduser())
+        sinks.append(TelemetrySinkConfig(name, sk.type, sk.format or DEFAULT_FORMAT[sk.type], types,
+                                         tuple(sk.filter.tools), tuple(sk.filter.decisions),
+                                         tuple(sk.filter.identities), sk.filter.min_severity,
+                                         tuple(sorted(options.items()))))
+    return TelemetryConfig(tuple(sinks), tuple(t.export_parameters), t.spool_max_events, t.batch_size,
+                           t.poll_interval)
 
 
 def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:

@@ -7,6 +7,7 @@ one; the error is kept in `guard.policy_status` and logged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,7 @@ from aarmor.config import Config, load_config
 from aarmor.context import Classifier, SessionContext, SignalConfig
 from aarmor.credentials import CredentialBroker
 from aarmor.deferrals.service import DeferralDesk, Resolver
-from aarmor.errors import ConfigError, InputError, LimitExceeded, PolicyError
+from aarmor.errors import ChainError, ConfigError, InputError, LimitExceeded, PolicyError
 from aarmor.identity import ClaimedIdentityVerifier, IdentityError, IdentityVerifier
 from aarmor.identity.delegation import DelegationAuthority, DelegationCheck, chain_original_request
 from aarmor.identity.mtls import TransportBoundVerifier
@@ -40,6 +41,7 @@ from aarmor.store import Store, open_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.adapters.sdk import Session
+    from aarmor.telemetry.exporter import Exporter
 
 __all__ = ["Guard", "PolicyStatus"]
 
@@ -71,6 +73,8 @@ class _PolicyHolder:
         self._domains = internal_domains
         self._limits = limits
         self._interval = reload_interval
+        #: called with the new status after every reload attempt (telemetry: policy.loaded / policy.rejected)
+        self.on_change: Callable[[PolicyStatus], None] | None = None
         self._lock = threading.Lock()
         self._checked = time.monotonic()
         self._mtime = self._stat()
@@ -117,9 +121,13 @@ class _PolicyHolder:
                                        self.policy.hash, self.status.loaded_at, last_error=str(exc))
             log.error("policy reload rejected, keeping %s (%s): %s", self.policy.policy_id,
                       self.policy.hash, exc)
+            if self.on_change is not None:
+                self.on_change(self.status)
             return self.status
         self.policy = new
         self.status = PolicyStatus(self.source, new.policy_id, new.version, new.hash, utc_now())
+        if self.on_change is not None:
+            self.on_change(self.status)
         log.info("policy loaded: %s version %s (%s)", new.policy_id, new.version, new.hash)
         return self.status
 
@@ -183,6 +191,14 @@ class Guard:
             verifier=identity_verifier,
             scorer=self.scorer, approvals=self.approvals, deferrals=self.deferrals,
             config=config, clock=clock, credentials=self.credentials)
+        #: the telemetry exporter (AARM R8), None without `telemetry.sinks`
+        self.telemetry: Exporter | None = None
+        try:
+            self.telemetry = _telemetry(config, self.store, self._policy, clock)
+        except BaseException:
+            self.keyring.close()
+            self.store.close()
+            raise
         self._closed = False
         if recover:
             self.recover_abandoned()
@@ -292,9 +308,21 @@ class Guard:
         return done
 
     def _resume(self, sid: str) -> SessionContext:
-        return SessionContext.resume(self.store, sid, classifier=self.classifier,
-                                     window=self.config.limits.max_window, limits=self.config.limits,
-                                     signals=self._signals)
+        try:
+            return SessionContext.resume(self.store, sid, classifier=self.classifier,
+                                         window=self.config.limits.max_window, limits=self.config.limits,
+                                         signals=self._signals)
+        except ChainError as exc:  # AARM R8: a chain that does not verify is an event for the SIEM too
+            if self.telemetry is not None:
+                from aarmor.telemetry.events import system_event
+
+                at = format_ts(self._clock())
+                with contextlib.suppress(Exception):
+                    self.store.telemetry_append([system_event(
+                        "verification.failed", time=at, severity="critical", source=f"chain|{sid}|{at}",
+                        alert={"kind": "chain_broken", "message": str(exc),
+                               "detail": {"session_id": sid, "seq": exc.seq}})])
+            raise
 
     def _state(self, sid: str, identity: Identity) -> SessionState:
         state = SessionState(sid, identity, self._resume(sid))
@@ -321,6 +349,8 @@ class Guard:
         self._closed = True
         self.approvals.close()
         self.deferrals.close()
+        if self.telemetry is not None:  # a last delivery pass before the store closes
+            self.telemetry.close()
         if self._notifications is not None:
             self._notifications.close()
         self.credentials.close()
@@ -341,6 +371,54 @@ def _notifications(config: Config, on_result: Callable[[str, str, str, bool, str
     from aarmor.approvals.notify import Notifications
 
     return Notifications(config.approvals.notifiers, page_url=config.server.base_url, on_result=on_result)
+
+
+def _telemetry(config: Config, store: Store, policy: _PolicyHolder, clock: Callable[[], datetime]
+               ) -> Exporter | None:
+    """With `telemetry.sinks`: every commit spools its events, policy (re)loads are events, and an exporter
+    thread per sink delivers them (docs/telemetry.md). Without: nothing is spooled at all.
+
+    Raises:
+        ConfigError: a sink that cannot be built (options, format, a missing extra).
+    """
+    t = config.telemetry
+    if not t.sinks:
+        return None
+    from aarmor.telemetry.events import project, system_event
+    from aarmor.telemetry.exporter import EventFilter, Exporter
+    from aarmor.telemetry.sinks import build_sink
+
+    built = []
+    try:
+        for sk in t.sinks:
+            built.append((build_sink(sk.type, sk.name, sk.format, dict(sk.options)),
+                          EventFilter(frozenset(sk.types), frozenset(sk.tools), frozenset(sk.decisions),
+                                      frozenset(sk.identities), sk.min_severity)))
+    except BaseException:
+        for sink, _ in built:
+            sink.close()
+        raise
+    allowed = frozenset(t.export_parameters)
+    store.telemetry_projector = lambda logs, receipts: project(logs, receipts, export_parameters=allowed)
+    exporter = Exporter(store, built, batch_size=t.batch_size, poll_interval=t.poll_interval,
+                        max_events=t.spool_max_events, clock=clock)
+
+    def on_policy(status: PolicyStatus) -> None:
+        at = format_ts(clock())
+        policy_json = {"policy_id": status.policy_id, "version": status.version, "hash": status.hash,
+                       "error": status.last_error}
+        type_ = "policy.rejected" if status.last_error else "policy.loaded"
+        try:
+            store.telemetry_append([system_event(type_, time=at, severity="high" if status.last_error else "info",
+                                                 source=f"{status.source}|{status.hash}|{at}", policy=policy_json)])
+        except Exception:
+            log.exception("could not spool the %s event", type_)
+        exporter.wake()
+
+    policy.on_change = on_policy
+    on_policy(policy.status)
+    exporter.start()
+    return exporter
 
 
 def _chain_request(identity: Identity, original_request: str | None) -> str | None:

@@ -11,9 +11,10 @@ keep an append-only history of every change).
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aarmor.errors import ChainError
 from aarmor.store.records import (
@@ -27,7 +28,12 @@ from aarmor.store.records import (
     RevocationEvent,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from aarmor.telemetry.events import TelemetryEvent
+
 __all__ = ["PENDING_FIELDS", "Store"]
+
+log = logging.getLogger("aarmor.store")
 
 #: the fields of a pending item that `pending_update` may change
 PENDING_FIELDS = frozenset({"status", "deadline", "owner", "lease_until", "body", "outcome"})
@@ -37,6 +43,9 @@ class Store(ABC):
     """Durable, append-only storage for context logs and receipts."""
 
     url: str
+    #: with telemetry configured: the events a commit's log entries and receipts stand for, spooled in the
+    #: same transaction (aarmor.telemetry.events.project); None: no spool writes at all
+    telemetry_projector: Callable[[Sequence[LogRecord], Sequence[ReceiptRecord]], list[TelemetryEvent]] | None = None
 
     # --- backend primitives -------------------------------------------------------------------
     @abstractmethod
@@ -149,6 +158,36 @@ class Store(ABC):
                           action_id: str | None = None) -> list[CredentialEvent]:
         """Events filtered by credential, session and action, in the order they were written."""
 
+    # --- the telemetry spool (AARM R8; aarmor.telemetry.exporter reads it) -----------------------------
+    @abstractmethod
+    def _insert_telemetry(self, ev: TelemetryEvent) -> None:
+        """Spool one event inside the current transaction (an event id already spooled is ignored)."""
+
+    def telemetry_append(self, events: Sequence[TelemetryEvent]) -> None:
+        """Spool process-level events (policy, verification, the exporter's alerts) in one commit."""
+        with self._txn():
+            for ev in events:
+                self._insert_telemetry(ev)
+
+    @abstractmethod
+    def telemetry_read(self, after: int, limit: int) -> list[TelemetryEvent]:
+        """Spooled events with `seq` > `after`, in spool order, at most `limit`; each has its `seq` set."""
+
+    @abstractmethod
+    def telemetry_cursor(self, sink: str) -> int:
+        """The last spool seq `sink` has been given (0: none)."""
+
+    @abstractmethod
+    def telemetry_set_cursor(self, sink: str, seq: int) -> None: ...
+
+    @abstractmethod
+    def telemetry_trim(self, upto: int) -> int:
+        """Delete spooled events with seq <= `upto` (every sink has them); returns how many."""
+
+    @abstractmethod
+    def telemetry_span(self) -> tuple[int, int, int]:
+        """(events in the spool, lowest seq, highest seq ever assigned); (0, 0, last) when empty."""
+
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:
         return self._log_head(session_id)
@@ -194,6 +233,27 @@ class Store(ABC):
                 _check_link(self._receipt_head(r.session_id), r.seq, r.prev_receipt_hash, r.session_id,
                             "receipt")
                 self._insert_receipt(r)
+            if self.telemetry_projector is not None:
+                for ev in self._project(logs, receipts):
+                    self._insert_telemetry(ev)
+
+    def _project(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> list[TelemetryEvent]:
+        """The commit's events. A projection that fails (a bug) must not fail the commit, and must not lose
+        events silently either: it becomes a counted `telemetry.dropped` event naming the records."""
+        assert self.telemetry_projector is not None
+        try:
+            return self.telemetry_projector(logs, receipts)
+        except Exception as exc:
+            from aarmor.telemetry.events import system_event
+
+            log.exception("telemetry projection failed")
+            first = logs[0] if logs else None
+            at = first.recorded_at if first is not None else (receipts[0].timestamp if receipts else "")
+            return [system_event("telemetry.dropped", time=at, severity="high",
+                                 source=f"projection|{first.entry_hash if first else at}",
+                                 alert={"kind": "projection_failed", "message": f"{type(exc).__name__}: {exc}",
+                                        "detail": {"dropped": len(logs) + len(receipts),
+                                                   "session_id": first.session_id if first else None}})]
 
     def __enter__(self) -> Store:
         return self

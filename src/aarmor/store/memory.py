@@ -20,6 +20,7 @@ from aarmor.store.records import (
     Revocation,
     RevocationEvent,
 )
+from aarmor.telemetry.events import TelemetryEvent
 
 __all__ = ["MemoryStore"]
 
@@ -31,12 +32,16 @@ class MemoryStore(Store):
         self._receipts: dict[str, list[ReceiptRecord]] = {}
         self._by_id: dict[str, ReceiptRecord] = {}
         self._lock = threading.RLock()
-        self._pending: list[tuple[str, LogRecord | ReceiptRecord]] | None = None
+        self._pending: list[tuple[str, Any]] | None = None
         self._items: dict[str, PendingRecord] = {}
         self._tokens: dict[str, ApiToken] = {}
         self._revocations: dict[tuple[str, str], Revocation] = {}
         self._revocation_events: list[RevocationEvent] = []
         self._credentials: list[CredentialEvent] = []
+        self._spool: list[TelemetryEvent] = []
+        self._spool_ids: set[str] = set()
+        self._spool_seq = 0
+        self._cursors: dict[str, int] = {}
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -48,12 +53,47 @@ class MemoryStore(Store):
                     if kind == "log":
                         assert isinstance(rec, LogRecord)
                         self._logs.setdefault(rec.session_id, []).append(rec)
+                    elif kind == "telemetry":
+                        assert isinstance(rec, TelemetryEvent)
+                        if rec.event_id not in self._spool_ids:
+                            self._spool_seq += 1
+                            self._spool_ids.add(rec.event_id)
+                            self._spool.append(dataclasses.replace(rec, seq=self._spool_seq))
                     else:
                         assert isinstance(rec, ReceiptRecord)
                         self._receipts.setdefault(rec.session_id, []).append(rec)
                         self._by_id[rec.receipt_id] = rec
             finally:
                 self._pending = None
+
+    # --- the telemetry spool ------------------------------------------------------------------------------
+    def _insert_telemetry(self, ev: TelemetryEvent) -> None:
+        assert self._pending is not None
+        self._pending.append(("telemetry", ev))
+
+    def telemetry_read(self, after: int, limit: int) -> list[TelemetryEvent]:
+        with self._lock:
+            return [e for e in self._spool if (e.seq or 0) > after][:limit]
+
+    def telemetry_cursor(self, sink: str) -> int:
+        with self._lock:
+            return self._cursors.get(sink, 0)
+
+    def telemetry_set_cursor(self, sink: str, seq: int) -> None:
+        with self._lock:
+            self._cursors[sink] = seq
+
+    def telemetry_trim(self, upto: int) -> int:
+        with self._lock:
+            keep = [e for e in self._spool if (e.seq or 0) > upto]
+            n = len(self._spool) - len(keep)
+            self._spool_ids.difference_update(e.event_id for e in self._spool[:n])
+            self._spool = keep
+            return n
+
+    def telemetry_span(self) -> tuple[int, int, int]:
+        with self._lock:
+            return len(self._spool), (self._spool[0].seq or 0) if self._spool else 0, self._spool_seq
 
     def _staged(self, kind: str, session_id: str) -> list[LogRecord | ReceiptRecord]:
         return [r for k, r in (self._pending or []) if k == kind and r.session_id == session_id]

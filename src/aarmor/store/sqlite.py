@@ -27,13 +27,14 @@ from aarmor.store.records import (
     Revocation,
     RevocationEvent,
 )
+from aarmor.telemetry.events import TelemetryEvent
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
-#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log
-_UPGRADES_FROM = {1, 2, 3}
+#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log; 4 -> telemetry spool
+_UPGRADES_FROM = {1, 2, 3, 4}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +78,10 @@ CREATE TABLE IF NOT EXISTS credential_log (
 );
 CREATE INDEX IF NOT EXISTS credential_log_credential ON credential_log (credential_id);
 CREATE INDEX IF NOT EXISTS credential_log_session ON credential_log (session_id);
+CREATE TABLE IF NOT EXISTS telemetry_spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 #: keys per revocation lookup: each is one `(kind=? AND value=?)` term of an OR, which SQLite answers with
@@ -368,6 +373,33 @@ class SqliteStore(Store):
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
+
+    # --- the telemetry spool ------------------------------------------------------------------------------
+    def _insert_telemetry(self, ev: TelemetryEvent) -> None:
+        self._db.execute("INSERT OR IGNORE INTO telemetry_spool (event_id, body) VALUES (?, ?)",
+                         (ev.event_id, _dumps(ev.to_json())))
+
+    def telemetry_read(self, after: int, limit: int) -> list[TelemetryEvent]:
+        rows = self._all("SELECT seq, body FROM telemetry_spool WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [TelemetryEvent.from_json(json.loads(str(b)), seq=int(q)) for q, b in rows]  # type: ignore[call-overload]
+
+    def telemetry_cursor(self, sink: str) -> int:
+        row = self._one("SELECT seq FROM telemetry_cursors WHERE sink=?", (sink,))
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def telemetry_set_cursor(self, sink: str, seq: int) -> None:
+        with self._txn():
+            self._db.execute("INSERT INTO telemetry_cursors VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
+                             "seq=excluded.seq", (sink, seq))
+
+    def telemetry_trim(self, upto: int) -> int:
+        with self._txn():
+            return self._db.execute("DELETE FROM telemetry_spool WHERE seq <= ?", (upto,)).rowcount
+
+    def telemetry_span(self) -> tuple[int, int, int]:
+        n, low = self._one("SELECT count(*), coalesce(min(seq), 0) FROM telemetry_spool", ()) or (0, 0)
+        top = self._one("SELECT seq FROM sqlite_sequence WHERE name='telemetry_spool'", ())
+        return int(n), int(low), int(top[0]) if top else 0  # type: ignore[call-overload]
 
     # --- the credential log -----------------------------------------------------------------------------
     def credential_event(self, ev: CredentialEvent) -> None:

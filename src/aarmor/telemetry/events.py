@@ -117,6 +117,7 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
     Pure: the same records always give the same events (and ids).
     """
     receipt_of = {r.action_id: r.receipt_id for r in receipts}
+    receipt_body = {r.action_id: r.body for r in receipts}
     out: list[TelemetryEvent] = []
     requested: dict[str, Mapping[str, Any]] = {}
     for rec in logs:
@@ -137,7 +138,7 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
                                   detail={"indicators": list(body["injection"])}))
             if not body.get("executed"):
                 continue  # a DENY: its `action.decided` says all
-            req = requested.get(str(aid)) or {}
+            req = requested.get(str(aid)) or _from_receipt(receipt_body.get(str(aid)))
             kind = "action.executed" if body.get("success") else "action.failed"
             ev = _event(rec, kind, "info" if body.get("success") else "low", req.get("action") or body,
                         req.get("decision"), receipt_of.get(aid), export_parameters)
@@ -151,6 +152,15 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
         elif rec.kind in ("deferral_created", "deferral_resolved"):
             out.append(_deferral(rec, receipt_of))
     return out
+
+
+def _from_receipt(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The action (with its requester context as identity) and decision a receipt records."""
+    if not body:
+        return {}
+    act = dict(body.get("action") or {})
+    act["identity"] = act.get("requester_context")
+    return {"action": act, "decision": body.get("decision")}
 
 
 def _replace(ev: TelemetryEvent, **changes: Any) -> TelemetryEvent:
