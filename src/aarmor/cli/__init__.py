@@ -46,6 +46,7 @@ def _wire() -> None:
         policy,
         receipts,
         serve,
+        telemetry,
         tokens,
     )
 
@@ -59,6 +60,8 @@ def _wire() -> None:
     app.add_typer(pending.deferrals_app, name="deferrals", help="List, show and resolve deferred actions.")
     app.add_typer(tokens.app, name="tokens", help="Create, list and revoke API tokens.")
     app.add_typer(identity.app, name="identity", help="Revoke identities (token ids, subjects, agents).")
+    app.add_typer(telemetry.app, name="telemetry", help="Export telemetry events (OCSF, CEF, JSON lines); "
+                  "show the spool.")
     app.command(name="serve")(serve.serve)
     app.command(name="gateway")(gateway.gateway)
     app.command(name="calibrate")(calibrate.calibrate)
