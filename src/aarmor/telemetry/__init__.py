@@ -16,7 +16,7 @@ Contracts for sinks and formats (each sink module validates its own `options`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aarmor.telemetry.events import EVENT_TYPES, SCHEMA, SEVERITIES, TelemetryEvent
@@ -41,4 +41,6 @@ class Sink(Protocol):
 
 
 class SinkFactory(Protocol):
-    def __call__(self, name: str, format: str, options: Mapping[str, Any]) -> Sink: ...
+    """`build(name, formatter, options)` in each sink module (`formatter` turns an event into one line)."""
+
+    def __call__(self, name: str, formatter: Callable[[TelemetryEvent], str], options: Mapping[str, Any]) -> Sink: ...

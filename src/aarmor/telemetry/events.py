@@ -11,7 +11,9 @@ Shape of `TelemetryEvent.to_json()` (every key present, null when it does not ap
     {"schema": "aarmor.telemetry/1", "event_id": "evt_<32 hex>",   # the idempotency key: stable, unique
      "type": one of EVENT_TYPES, "time": "2026-11-29T10:00:00.000Z", "severity": one of SEVERITIES,
      "session_id", "receipt_id",
-     "action": {"action_id", "tool", "operation", "parameters_digest", "parameters": {allowlisted fields}},
+     "action": {"action_id", "tool", "operation", "timestamp" (when the call reached aarmor: an
+                "action.decided" event's time minus it is the decision's duration), "parameters_digest",
+                "parameters": {allowlisted fields}},
      "identity": {"human", "service", "agent", "verified_by", "roles", "effective_scope"},
      "decision": {"result", "rule_id", "reason", "classification", "risk_level", "policy_id",
                   "policy_version", "policy_hash"},
@@ -190,7 +192,8 @@ def _action(act: Mapping[str, Any], export_parameters: frozenset[str]) -> dict[s
     params = act.get("parameters") or {}
     shown = {k: params[k] for k in sorted(export_parameters) if isinstance(params, Mapping) and k in params}
     return {"action_id": act.get("action_id"), "tool": act.get("tool"), "operation": act.get("operation"),
-            "parameters_digest": act.get("parameters_digest"), "parameters": shown}
+            "timestamp": act.get("timestamp"), "parameters_digest": act.get("parameters_digest"),
+            "parameters": shown}
 
 
 def _decision(dec: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -216,8 +219,8 @@ def _alert(rec: Any, type_: str, act: Mapping[str, Any], signal: str, severity: 
         "a tool output carried prompt-injection indicators"
     return TelemetryEvent(event_id(rec.entry_hash, type_), type_, rec.recorded_at, severity, rec.session_id,
                           action={"action_id": act.get("action_id"), "tool": act.get("tool"),
-                                  "operation": act.get("operation"), "parameters_digest": act.get("parameters_digest"),
-                                  "parameters": {}},
+                                  "operation": act.get("operation"), "timestamp": act.get("timestamp"),
+                                  "parameters_digest": act.get("parameters_digest"), "parameters": {}},
                           identity=_identity(act.get("identity")),
                           alert={"kind": signal, "message": f"session {rec.session_id}: {what}",
                                  "detail": dict(detail or {})})
@@ -228,7 +231,7 @@ def _about(b: Mapping[str, Any]) -> dict[str, Any] | None:
     if not b.get("action_id"):
         return None
     return {"action_id": b.get("action_id"), "tool": b.get("tool"), "operation": b.get("operation"),
-            "parameters_digest": None, "parameters": {}}
+            "timestamp": None, "parameters_digest": None, "parameters": {}}
 
 
 def _approval(rec: Any, receipt_of: Mapping[str, str]) -> TelemetryEvent:
