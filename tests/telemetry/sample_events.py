@@ -66,7 +66,10 @@ def _receipt(action_id: str) -> ReceiptRecord:
 
 
 def sample_events(*, export_parameters: frozenset[str] = frozenset({"to"})) -> list[TelemetryEvent]:
-    """At least one event of every type; every decision result; alerts; hostile text in one of each kind."""
+    """At least one event of every type; every decision result; alerts; hostile text in one of each kind.
+    The same call gives the same events (ids included)."""
+    global _seq
+    _seq = 0
     logs = [
         _requested("act_allow", "ALLOW", risk="LOW"), _outcome("act_allow", True),
         _requested("act_fail", "ALLOW"), _outcome("act_fail", False, error="TimeoutError"),
