@@ -110,7 +110,7 @@ def test_kill_mid_stream_fails_the_send_and_a_restart_is_reconnected_to(rsyslog:
     s.send([event(i) for i in range(10)])
     assert len(rsyslog.wait_for(10)) == 10
     rsyslog.stop()
-    with pytest.raises(SinkError, match=r"syslog sink `siem`: TCP send to 127\.0\.0\.1:\d+ failed"):
+    with pytest.raises(SinkError, match=r"telemetry sink `siem` \(syslog\): TCP send to 127\.0\.0\.1:\d+ failed"):
         s.send([event(i) for i in range(10, 20)])
     with pytest.raises(SinkError):  # still down: still an error, never a silent success
         s.send([event(i) for i in range(10, 20)])

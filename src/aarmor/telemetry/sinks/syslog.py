@@ -43,7 +43,7 @@ from pydantic import Field, field_validator
 
 from aarmor.errors import ConfigError
 from aarmor.telemetry import SinkError, TelemetryEvent
-from aarmor.telemetry.sinks.options import SinkOptions, parse_options
+from aarmor.telemetry.sinks.common import SinkOptions, formatted, parse_options
 
 __all__ = ["FACILITIES", "SEVERITY", "SyslogOptions", "SyslogSink", "build", "escape_param", "render"]
 
@@ -135,6 +135,7 @@ class SyslogSink:
     def __init__(self, name: str, formatter: Callable[[TelemetryEvent], str], options: SyslogOptions,
                  tls_context: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self._label = f"telemetry sink `{name}` (syslog)"  # how errors name this sink
         self._formatter = formatter
         self._opts = options
         self._port = options.port or _DEFAULT_PORTS[options.transport]
@@ -164,18 +165,14 @@ class SyslogSink:
     # --- messages --------------------------------------------------------------------------------------
 
     def _message(self, event: TelemetryEvent) -> bytes:
-        try:
-            text = self._formatter(event)
-        except Exception as exc:
-            raise SinkError(f"syslog sink `{self.name}`: formatting event `{event.event_id}` failed: "
-                            f"{type(exc).__name__}: {exc}") from exc
+        text = formatted(self._formatter, event, self._label)
         message, original = render(event, text, facility=self._facility, hostname=self._hostname,
                                    procid=str(os.getpid()), sd_id=self._opts.sd_id,
                                    max_bytes=self._opts.max_message_bytes)
         if original is not None:
             self.truncated += 1
-            log.warning("syslog sink `%s`: event `%s` is %d bytes, more than max_message_bytes %d: its message "
-                        "was truncated", self.name, event.event_id, original, self._opts.max_message_bytes)
+            log.warning("%s: event `%s` is %d bytes, more than max_message_bytes %d: its message was truncated",
+                        self._label, event.event_id, original, self._opts.max_message_bytes)
         return message
 
     # --- transports ------------------------------------------------------------------------------------
@@ -188,7 +185,7 @@ class SyslogSink:
                 self._sock.send(m)
         except OSError as exc:
             self._drop()
-            raise SinkError(f"syslog sink `{self.name}`: UDP send to {self._where()} failed: {_why(exc)}") from exc
+            raise SinkError(f"{self._label}: UDP send to {self._where()} failed: {_why(exc)}") from exc
 
     def _send_stream(self, messages: list[bytes]) -> None:
         if self._sock is not None and self._peer_closed(self._sock):
@@ -200,8 +197,8 @@ class SyslogSink:
             self._sock.sendall(b"".join(b"%d %s" % (len(m), m) for m in messages))
         except OSError as exc:  # ssl.SSLError and socket.timeout included
             self._drop()
-            raise SinkError(f"syslog sink `{self.name}`: {self._opts.transport.upper()} send to {self._where()} "
-                            f"failed: {_why(exc)}") from exc
+            raise SinkError(f"{self._label}: {self._opts.transport.upper()} send to {self._where()} failed: "
+                            f"{_why(exc)}") from exc
 
     def _connect(self, kind: int) -> socket.socket:
         last: OSError | None = None

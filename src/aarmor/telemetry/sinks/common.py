@@ -1,15 +1,16 @@
-"""Strict validation of a sink's `options` mapping, with errors that name the sink and the key."""
+"""What every sink needs: strict validation of its `options`, and formatting that fails as a `SinkError`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aarmor.errors import ConfigError
+from aarmor.telemetry import SinkError, TelemetryEvent
 
-__all__ = ["SinkOptions", "parse_options"]
+__all__ = ["SinkOptions", "formatted", "parse_options"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,3 +36,11 @@ def parse_options(model: type[M], kind: str, name: str, options: Mapping[str, An
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             parts.append(f"option `{loc}`: {msg}")
         raise ConfigError(f"telemetry sink `{name}` ({kind}): " + "; ".join(parts)) from exc
+
+
+def formatted(formatter: Callable[[TelemetryEvent], str], event: TelemetryEvent, sink: str) -> str:
+    """`formatter(event)`; a formatter that raises is a `SinkError` naming the event (`sink` names the sink)."""
+    try:
+        return formatter(event)
+    except Exception as exc:
+        raise SinkError(f"{sink}: formatting event `{event.event_id}` failed: {type(exc).__name__}: {exc}") from exc
