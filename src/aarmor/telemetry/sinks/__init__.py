@@ -17,8 +17,8 @@ __all__ = ["DEFAULT_FORMAT", "SINK_TYPES", "build_sink"]
 SINK_TYPES = {
     "file": "aarmor.telemetry.sinks.file:build",
     "syslog": "aarmor.telemetry.sinks.syslog:build",
-    "webhook": "aarmor.telemetry.sinks.http:build_webhook",
-    "splunk_hec": "aarmor.telemetry.sinks.http:build_splunk_hec",
+    "webhook": "aarmor.telemetry.sinks.webhook:build",
+    "splunk_hec": "aarmor.telemetry.sinks.splunk_hec:build",
     "otlp": "aarmor.telemetry.sinks.otlp:build",
 }
 #: the format a sink type gets when the configuration names none
