@@ -686,9 +686,6 @@ _LimitsModel = type(
 )
 
 
-_SINK_KEYS = ("name", "type", "format", "filter")
-
-
 class _TelemetryFilter(_Strict):
     types: list[str] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
@@ -697,13 +694,13 @@ class _TelemetryFilter(_Strict):
     min_severity: Literal["info", "low", "medium", "high", "critical"] = "info"
 
 
-class _TelemetrySink(BaseModel):
-    # the sink's own options sit beside these keys; the sink validates them (unknown keys refused there)
-    model_config = ConfigDict(extra="allow")
+class _TelemetrySink(_Strict):
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     type: Literal["file", "syslog", "webhook", "splunk_hec", "otlp"]
     format: Literal["jsonl", "ocsf", "cef"] | None = None
     filter: _TelemetryFilter = _TelemetryFilter()
+    #: the sink type's own settings; the sink validates them (unknown keys refused there)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class _Telemetry(_Strict):
@@ -948,7 +945,7 @@ def _telemetry(t: _Telemetry, base: Path, override: Any) -> TelemetryConfig:
             types = tuple(sorted(types_matching(sk.filter.types))) if sk.filter.types else ()
         except ValueError as exc:
             raise ConfigError(f"{where}: filter.types: {exc}") from None
-        options = dict(sk.model_extra or {})
+        options = dict(sk.options)
         if sk.type == "file" and isinstance(options.get("path"), str):
             options["path"] = str(base / Path(options["path"]).expanduser())
         sinks.append(TelemetrySinkConfig(name, sk.type, sk.format or DEFAULT_FORMAT[sk.type], types,

@@ -66,7 +66,8 @@ def lines(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def tel(make_guard: Callable[..., Any], tmp_path: Path) -> Callable[..., Any]:
     def open_(*, sinks: list[dict[str, Any]] | None = None, **telemetry: Any) -> Any:
-        sinks = sinks if sinks is not None else [{"name": "all", "type": "file", "path": str(tmp_path / "all.jsonl")}]
+        if sinks is None:
+            sinks = [{"name": "all", "type": "file", "options": {"path": str(tmp_path / "all.jsonl")}}]
         return make_guard(POLICY, telemetry={"sinks": sinks, "poll_interval": 0.05, **telemetry},
                           approvals=ApprovalsConfig(poll_interval=0.02))
     return open_
@@ -140,7 +141,7 @@ def _all_ids(guard: Any) -> list[str]:
 
 def test_a_sink_outage_loses_nothing_and_delivery_resumes_in_order(tel: Any, tmp_path: Path) -> None:
     out = tmp_path / "siem" / "events.jsonl"
-    guard = tel(sinks=[{"name": "siem", "type": "file", "path": str(out)}])
+    guard = tel(sinks=[{"name": "siem", "type": "file", "options": {"path": str(out)}}])
     with guard.session(identity=ALICE) as s:
         for i in range(5):
             s.invoke("email.send", {"to": "bob@company.com", "n": i}, lambda a: "ok")
@@ -175,7 +176,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_them(make_guard: Callable[...,
 
     (tmp_path / "x").write_text("a file: the sink cannot write")
     guard = make_guard(POLICY, telemetry={"sinks": [{"name": "x", "type": "file",
-                                                      "path": str(tmp_path / "x" / "y.jsonl")}]})
+                                                      "options": {"path": str(tmp_path / "x" / "y.jsonl")}}]})
     guard.telemetry.close()  # the Guard's own exporter is replaced by one with a tiny bound
     sink = FileSink("x", lambda e: json.dumps(e.to_json()), tmp_path / "x" / "y.jsonl", 1 << 20, 1)
     exp = Exporter(guard.store, [(sink, EventFilter())], max_events=10, poll_interval=0.05)
@@ -214,7 +215,8 @@ def test_a_hanging_sink_never_holds_a_decision(make_guard: Callable[..., Any], t
     from aarmor.telemetry.exporter import EventFilter, Exporter
     from aarmor.telemetry.sinks.file import FileSink
 
-    guard = make_guard(POLICY, telemetry={"sinks": [{"name": "g", "type": "file", "path": str(tmp_path / "g.jsonl")}]})
+    guard = make_guard(POLICY, telemetry={"sinks": [{"name": "g", "type": "file",
+                                                      "options": {"path": str(tmp_path / "g.jsonl")}}]})
     guard.telemetry.close()  # replaced by an exporter over a sink that hangs
     gated = GatedSink(FileSink("g", lambda e: json.dumps(e.to_json()), tmp_path / "g.jsonl", 1 << 20, 1))
     exp = Exporter(guard.store, [(gated, EventFilter())], poll_interval=0.05)
@@ -232,13 +234,13 @@ def test_a_hanging_sink_never_holds_a_decision(make_guard: Callable[..., Any], t
 def test_the_spool_survives_a_restart(make_guard: Callable[..., Any], tmp_path: Path) -> None:
     out = tmp_path / "later" / "events.jsonl"
     (tmp_path / "later").write_text("blocked")
-    guard = make_guard(POLICY, telemetry={"sinks": [{"name": "later", "type": "file", "path": str(out)}]})
+    guard = make_guard(POLICY, telemetry={"sinks": [{"name": "later", "type": "file", "options": {"path": str(out)}}]})
     with guard.session(identity=ALICE) as s:
         s.invoke("email.send", {"n": 1}, lambda a: "ok")
     guard.close()
     assert not out.exists()
     (tmp_path / "later").unlink()
-    again = make_guard(POLICY, telemetry={"sinks": [{"name": "later", "type": "file", "path": str(out)}]})
+    again = make_guard(POLICY, telemetry={"sinks": [{"name": "later", "type": "file", "options": {"path": str(out)}}]})
     got = wait_for(lambda: (x := lines(out)) and any(e["type"] == "action.executed" for e in x) and x)
     assert [e["type"] for e in got].count("policy.loaded") == 2  # one per start, both kept
     again.close()
@@ -247,10 +249,13 @@ def test_the_spool_survives_a_restart(make_guard: Callable[..., Any], tmp_path: 
 def test_filters_by_type_decision_tool_identity_and_severity(tel: Any, tmp_path: Path) -> None:
     p = {n: str(tmp_path / f"{n}.jsonl") for n in ("defer", "alerts", "bob", "db")}
     guard = tel(sinks=[
-        {"name": "defer", "type": "file", "path": p["defer"], "filter": {"decisions": ["DEFER"]}},
-        {"name": "alerts", "type": "file", "path": p["alerts"], "filter": {"min_severity": "medium"}},
-        {"name": "bob", "type": "file", "path": p["bob"], "filter": {"identities": ["bob@company.com"]}},
-        {"name": "db", "type": "file", "path": p["db"], "filter": {"types": ["action.*"], "tools": ["db"]}},
+        {"name": "defer", "type": "file", "options": {"path": p["defer"]}, "filter": {"decisions": ["DEFER"]}},
+        {"name": "alerts", "type": "file", "options": {"path": p["alerts"]},
+         "filter": {"min_severity": "medium"}},
+        {"name": "bob", "type": "file", "options": {"path": p["bob"]},
+         "filter": {"identities": ["bob@company.com"]}},
+        {"name": "db", "type": "file", "options": {"path": p["db"]},
+         "filter": {"types": ["action.*"], "tools": ["db"]}},
     ])
     with guard.session(identity=ALICE) as s:
         s.invoke("db", {"limit": 5}, lambda a: 1)
@@ -270,10 +275,12 @@ def test_filters_by_type_decision_tool_identity_and_severity(tel: Any, tmp_path:
 
 @pytest.mark.parametrize(("sinks", "message"), [
     ([{"type": "carrier-pigeon"}], "type"),
-    ([{"type": "file", "path": "x", "colour": "red"}], "colour"),
+    ([{"type": "file", "options": {"path": "x", "colour": "red"}}], "colour"),
+    ([{"type": "file", "path": "x"}], "path"),
     ([{"type": "file"}], "path"),
-    ([{"type": "file", "path": "x", "filter": {"types": ["action.nope"]}}], "action.nope"),
-    ([{"name": "a", "type": "file", "path": "x"}, {"name": "a", "type": "file", "path": "y"}], "another sink"),
+    ([{"type": "file", "options": {"path": "x"}, "filter": {"types": ["action.nope"]}}], "action.nope"),
+    ([{"name": "a", "type": "file", "options": {"path": "x"}},
+      {"name": "a", "type": "file", "options": {"path": "y"}}], "another sink"),
 ])
 def test_bad_sink_configuration_is_a_clear_error(make_guard: Callable[..., Any], sinks: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -292,7 +299,8 @@ def test_the_cli_exports_history_and_shows_the_spool(tel: Any, tmp_path: Path, c
     cfg = tmp_path / "aarmor.yaml"
     cfg.write_text(yaml.safe_dump({"store": guard.config.store, "keys": str(guard.config.keys),
                                    "policy": guard.config.policy,
-                                   "telemetry": {"sinks": [{"name": "all", "type": "file", "path": "all.jsonl"}]}}))
+                                   "telemetry": {"sinks": [{"name": "all", "type": "file",
+                                                            "options": {"path": "all.jsonl"}}]}}))
     r = cli("telemetry", "export", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     exported = [json.loads(x) for x in r.stdout.splitlines()]
