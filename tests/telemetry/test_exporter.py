@@ -313,3 +313,50 @@ def test_the_cli_exports_history_and_shows_the_spool(tel: Any, tmp_path: Path, c
     assert r.returncode == 2 and "ISO 8601" in r.stderr
     r = cli("telemetry", "status", "--config", str(cfg), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["sinks"][0]["name"] == "all"
+
+
+class Receiver:
+    """A real HTTP webhook receiver on loopback that refuses (400) any batch holding a shell call."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.events: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refused = any((e.get("action") or {}).get("tool") == "shell" for e in batch)
+                if not refused:
+                    outer.events.extend(batch)
+                self.send_response(400 if refused else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_an_event_the_receiver_refuses_for_good_is_set_aside_counted_and_the_rest_delivered(tel: Any) -> None:
+    rx = Receiver()
+    guard = tel(sinks=[{"name": "hook", "type": "webhook", "options": {"url": rx.url}}])
+    with guard.session(identity=ALICE) as s:
+        s.invoke("email.send", {"n": 1}, lambda a: "ok")
+        with pytest.raises(ActionDenied):
+            s.invoke("shell", {"cmd": "id"}, lambda a: 1)  # its event is the one the receiver refuses
+        s.invoke("email.send", {"n": 2}, lambda a: "ok")
+    got = wait_for(lambda: len([e for e in rx.events if e["type"] == "telemetry.dropped"]) and rx.events)
+    wait_for(lambda: sum(e["type"] == "action.executed" for e in rx.events) == 2)
+    assert not any((e.get("action") or {}).get("tool") == "shell" for e in rx.events)
+    [dropped] = [e for e in got if e["type"] == "telemetry.dropped"]
+    assert dropped["alert"]["kind"] == "rejected" and dropped["alert"]["detail"]["dropped"] == 1
+    assert "HTTP 400" in dropped["alert"]["message"]
+    assert guard.telemetry.status["hook"].rejected == 1
+    guard.close()
+    rx.httpd.shutdown()
+    rx.httpd.server_close()

@@ -21,11 +21,17 @@ from typing import Any, Protocol
 
 from aarmor.telemetry.events import EVENT_TYPES, SCHEMA, SEVERITIES, TelemetryEvent
 
-__all__ = ["EVENT_TYPES", "SCHEMA", "SEVERITIES", "Sink", "SinkError", "TelemetryEvent"]
+__all__ = ["EVENT_TYPES", "SCHEMA", "SEVERITIES", "Sink", "SinkError", "SinkRejected", "TelemetryEvent"]
 
 
 class SinkError(Exception):
     """A sink could not deliver a batch (the exporter retries it, in order, later)."""
+
+
+class SinkRejected(SinkError):
+    """The receiver refused the batch for good (an event that cannot be formatted, an HTTP 4xx other than 408
+    or 429): sending it again would fail again. The exporter then sends the batch's events one at a time and
+    sets aside each one refused alone, counted in a `telemetry.dropped` alert (the rest are delivered)."""
 
 
 class Sink(Protocol):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aarmor.canonical import format_ts
-from aarmor.telemetry import Sink
+from aarmor.telemetry import Sink, SinkRejected
 from aarmor.telemetry.events import TelemetryEvent, severity_at_least, system_event
 
 __all__ = ["DEGRADED_AFTER", "EventFilter", "Exporter", "SinkStatus"]
@@ -73,6 +73,8 @@ class SinkStatus:
     delivered: int = 0
     filtered: int = 0
     failures_in_a_row: int = 0
+    #: events the sink refused for good (set aside, each counted in a `telemetry.dropped` alert)
+    rejected: int = 0
     last_error: str | None = None
     degraded: bool = False
 
@@ -151,7 +153,10 @@ class Exporter:
             return False
         batch = [e for e in events if flt(e)]
         if batch:
-            sink.send(batch)
+            try:
+                sink.send(batch)
+            except SinkRejected as exc:
+                self._one_by_one(sink, batch, exc)
         st = self.status[sink.name]
         st.delivered += len(batch)
         st.filtered += len(events) - len(batch)
@@ -160,6 +165,23 @@ class Exporter:
         st.failures_in_a_row, st.last_error, st.degraded = 0, None, False
         self.store.telemetry_set_cursor(sink.name, events[-1].seq or cursor)
         return True
+
+    def _one_by_one(self, sink: Sink, batch: Sequence[TelemetryEvent], exc: SinkRejected) -> None:
+        """A refused batch: each event alone; one refused alone is set aside (counted), the others delivered.
+        A transport failure meanwhile raises: the cursor then stays before the event not yet delivered."""
+        for ev in batch:
+            try:
+                if len(batch) == 1:
+                    raise exc  # the batch was this one event: it has been refused already
+                sink.send([ev])
+            except SinkRejected as refused:
+                self.status[sink.name].rejected += 1
+                log.error("telemetry sink %s refused event %s: %s", sink.name, ev.event_id, refused)
+                self._spool_alert("telemetry.dropped", "high", {
+                    "kind": "rejected", "message": f"telemetry sink `{sink.name}` refused event {ev.event_id} "
+                                                   f"({ev.type}) for good: {refused}",
+                    "detail": {"sink": sink.name, "event_id": ev.event_id, "seq": ev.seq, "dropped": 1}})
+            self.store.telemetry_set_cursor(sink.name, ev.seq or 0)
 
     def _failed(self, sink: Sink, exc: Exception) -> None:
         st = self.status[sink.name]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aarmor.errors import ConfigError
-from aarmor.telemetry import SinkError, TelemetryEvent
+from aarmor.telemetry import SinkRejected, TelemetryEvent
 
 __all__ = ["SinkOptions", "formatted", "parse_options"]
 
@@ -39,8 +39,9 @@ def parse_options(model: type[M], kind: str, name: str, options: Mapping[str, An
 
 
 def formatted(formatter: Callable[[TelemetryEvent], str], event: TelemetryEvent, sink: str) -> str:
-    """`formatter(event)`; a formatter that raises is a `SinkError` naming the event (`sink` names the sink)."""
+    """`formatter(event)`; a formatter that raises is a `SinkRejected` naming the event (`sink` names the sink):
+    it would raise again on every retry."""
     try:
         return formatter(event)
     except Exception as exc:
-        raise SinkError(f"{sink}: formatting event `{event.event_id}` failed: {type(exc).__name__}: {exc}") from exc
+        raise SinkRejected(f"{sink}: formatting event `{event.event_id}` failed: {type(exc).__name__}: {exc}") from exc

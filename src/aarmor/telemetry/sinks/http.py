@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from aarmor import __version__
 from aarmor.errors import ConfigError
-from aarmor.telemetry import SinkError
+from aarmor.telemetry import SinkError, SinkRejected
 
 __all__ = ["RESPONSE_BYTES", "HttpTarget", "Response", "read_token", "target"]
 
@@ -92,8 +92,11 @@ class HttpTarget:
             conn.close()
         if not 200 <= resp.status < 300:
             what = " (redirects are not followed)" if 300 <= resp.status < 400 else ""
-            raise SinkError(f"{self.sink}: {self.origin} answered HTTP {resp.status}{what}: "
-                            f"{_scrub(_excerpt(data), token)}")
+            # a 4xx other than timeout/too-many-requests refuses this content: retrying cannot help
+            error = SinkRejected if 400 <= resp.status < 500 and resp.status not in (401, 403, 408, 429) \
+                else SinkError
+            raise error(f"{self.sink}: {self.origin} answered HTTP {resp.status}{what}: "
+                        f"{_scrub(_excerpt(data), token)}")
         return Response(resp.status, data)
 
 
