@@ -21,6 +21,7 @@ import bench_identity
 import bench_invoke
 import bench_pdp
 import bench_revocation
+import bench_telemetry
 from _timing import HEADER
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     for title, bench in (("PDP", bench_pdp), ("Full mediated call", bench_invoke),
                          ("Approval round trip", bench_approval), ("Identity revocation", bench_revocation),
-                         ("Identity verification", bench_identity)):
+                         ("Identity verification", bench_identity), ("Telemetry", bench_telemetry)):
         print(f"### {title}\n\n{HEADER}")
         for r in bench.run():
             print(r.row())
