@@ -360,3 +360,32 @@ def test_an_event_the_receiver_refuses_for_good_is_set_aside_counted_and_the_res
     guard.close()
     rx.httpd.shutdown()
     rx.httpd.server_close()
+
+
+def test_a_log_that_does_not_verify_is_an_event(tel: Any, tmp_path: Path, cli: Any) -> None:
+    import sqlite3
+
+    import yaml
+
+    guard = tel()
+    with guard.session(identity=ALICE) as s:
+        s.invoke("email.send", {"to": "bob@company.com"}, lambda a: "ok")
+    guard.close()
+    db = guard.config.store.removeprefix("sqlite:///")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE log_entries SET body = replace(body, 'bob@company.com', 'eve@evil.test') "
+                "WHERE kind = 'action_requested'")
+    con.commit()
+    con.close()
+    cfg = tmp_path / "aarmor.yaml"
+    cfg.write_text(yaml.safe_dump({"store": guard.config.store, "keys": str(guard.config.keys),
+                                   "policy": guard.config.policy,
+                                   "telemetry": {"sinks": [{"name": "all", "type": "file",
+                                                            "options": {"path": str(tmp_path / "all.jsonl")}}]}}))
+    r = cli("log", "verify", "--config", str(cfg))
+    assert r.returncode == 1, r.stdout + r.stderr
+    again = tel()  # the next Guard on the store delivers what the CLI spooled
+    got = wait_for(lambda: [e for e in lines(tmp_path / "all.jsonl") if e["type"] == "verification.failed"])
+    assert got[0]["severity"] == "critical" and got[0]["alert"]["kind"] == "chain_not_verified"
+    assert "seq" in got[0]["alert"]["message"]
+    again.close()

@@ -64,3 +64,27 @@ def public_keys_for(public_keys: Path | None, config: Path | None) -> Any:
         return load_public_keys(public_keys)
     except AarmorError as exc:
         raise fail(str(exc)) from exc
+
+
+def report_verification_failure(config: Path | None, what: str, message: str, detail: dict[str, Any]) -> None:
+    """A failed `aarmor log verify` / `receipts verify` is an event for the SIEM (AARM R8) when the
+    configuration has telemetry sinks: spooled into the configured store, delivered by the running exporters
+    (or the next one to start). Best effort: a store that cannot take it is said on stderr."""
+    from aarmor.canonical import format_ts
+    from aarmor.config import load_config
+    from aarmor.store import open_store
+    from aarmor.telemetry.events import verification_failed
+
+    try:
+        cfg = load_config(config)
+        if not cfg.telemetry.sinks:
+            return
+        from datetime import UTC, datetime
+
+        store = open_store(cfg.store)
+        try:
+            store.telemetry_append([verification_failed(what, message, detail, time=format_ts(datetime.now(UTC)))])
+        finally:
+            store.close()
+    except Exception as exc:
+        typer.echo(f"note: could not spool the verification.failed telemetry event: {exc}", err=True)

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from aarmor.cli._common import report_verification_failure
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Inspect and verify the hash-chained context log.", no_args_is_help=True)
@@ -114,4 +116,9 @@ def verify(
         else:
             typer.echo(f"verified {len(reports)} session(s), {entries} entries")
     if failures:
+        if store is None:  # the configured store: the failure is also a telemetry event (AARM R8)
+            f = failures[0]
+            report_verification_failure(config, "chain", f"context log verification failed: session "
+                                        f"`{f.session_id}` seq {f.seq} ({f.what}): {f.message}",
+                                        {"failures": len(failures), "session_id": f.session_id, "seq": f.seq})
         raise typer.Exit(1)

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aarmor.cli._common import ConfigOption, JsonOption, PublicKeysOption, fail, opened_store, public_keys_for
+from aarmor.cli._common import (
+    ConfigOption,
+    JsonOption,
+    PublicKeysOption,
+    fail,
+    opened_store,
+    public_keys_for,
+    report_verification_failure,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.receipts import ReceiptFailure
@@ -89,6 +97,11 @@ def verify(
         else:
             typer.echo(f"{len(report.failures)} failure(s) in {report.checked} receipts")
     if not report.ok:
+        if config is not None:  # with a configuration: the failure is also a telemetry event (AARM R8)
+            first = report.failures[0]
+            report_verification_failure(config, "receipts", f"receipt verification failed for `{file}`: "
+                                        f"[{first.code}] {first}", {"failures": len(report.failures),
+                                                                    "checked": report.checked})
         raise typer.Exit(1)
 
 

@@ -264,6 +264,13 @@ def system_event(type_: str, *, time: str, severity: str, source: str, alert: Ma
     return TelemetryEvent(event_id(source, type_), type_, time, severity, alert=alert, policy=policy)
 
 
+def verification_failed(what: str, message: str, detail: Mapping[str, Any], *, time: str) -> TelemetryEvent:
+    """`verification.failed` for a context log chain or receipts that did not verify (`what`: chain, receipts)."""
+    return system_event("verification.failed", time=time, severity="critical",
+                        source=f"{what}|{message}|{time}",
+                        alert={"kind": f"{what}_not_verified", "message": message, "detail": dict(detail)})
+
+
 def types_matching(patterns: Iterable[str]) -> frozenset[str]:
     """Event types named by `patterns` (an exact type, or a prefix ending in `.*`: `alert.*`)."""
     out = set()
