@@ -401,9 +401,13 @@ def _telemetry(config: Config, store: Store, policy: _PolicyHolder, clock: Calla
     allowed = frozenset(t.export_parameters)
     store.telemetry_projector = lambda logs, receipts: project(logs, receipts, export_parameters=allowed)
     gauges = [g for g in (getattr(sink, "set_queue_depth", None) for sink, _ in built) if g is not None]
+
+    def on_depth(n: int) -> None:  # the spool's depth, for sinks that export it (OTLP: a gauge)
+        for gauge in gauges:
+            gauge(n)
+
     exporter = Exporter(store, built, batch_size=t.batch_size, poll_interval=t.poll_interval,
-                        max_events=t.spool_max_events, clock=clock,
-                        on_depth=(lambda n: [g(n) for g in gauges]) if gauges else None)  # OTLP: queue gauge
+                        max_events=t.spool_max_events, clock=clock, on_depth=on_depth if gauges else None)
 
     def on_policy(status: PolicyStatus) -> None:
         at = format_ts(clock())
