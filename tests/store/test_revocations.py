@@ -78,9 +78,9 @@ def test_unrevoke_removes_it_and_is_recorded(store: Store) -> None:
         (1, "revoke", "secops", T0, "compromised"), (2, "unrevoke", "lead", T1, "false alarm")]
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> None:
-    """2 lacks the revocation tables and the credential log, 3 the credential log: both gain what they lack."""
+    """2 lacks the revocation tables, 3 the credential log, 4 the telemetry spool: each gains what it lacks."""
     from aarmor.store import CredentialEvent
 
     path = tmp_path / f"v{version}.db"
@@ -89,7 +89,10 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
     if version == 2:
         db.execute("DROP TABLE revocations")
         db.execute("DROP TABLE revocation_events")
-    db.execute("DROP TABLE credential_log")
+    if version <= 3:
+        db.execute("DROP TABLE credential_log")
+    db.execute("DROP TABLE telemetry_spool")
+    db.execute("DROP TABLE telemetry_cursors")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.commit()
     db.close()
@@ -99,8 +102,14 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         ev = CredentialEvent("crd_1", "issued", T1, "sess_1", "act_1", "db.query", "postgresql", ("SELECT",), T1)
         s.credential_event(ev)
         assert s.credential_events(credential_id="crd_1") == [ev]
+        from aarmor.telemetry.events import system_event
+
+        s.telemetry_append([system_event("policy.loaded", time=T1, severity="info", source="t")])
+        assert [e.type for e in s.telemetry_read(0, 10)] == ["policy.loaded"]
+        s.telemetry_set_cursor("sink", 1)
+        assert s.telemetry_cursor("sink") == 1
     version_now = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version_now) == SCHEMA_VERSION == 4
+    assert int(version_now) == SCHEMA_VERSION == 5
 
 
 def test_the_lookup_searches_the_primary_key_and_never_scans(tmp_path: Path) -> None:
