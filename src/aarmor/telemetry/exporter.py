@@ -152,13 +152,14 @@ class Exporter:
         if not events:
             return False
         batch = [e for e in events if flt(e)]
+        set_aside = 0
         if batch:
             try:
                 sink.send(batch)
             except SinkRejected as exc:
-                self._one_by_one(sink, batch, exc)
+                set_aside = self._one_by_one(sink, batch, exc)
         st = self.status[sink.name]
-        st.delivered += len(batch)
+        st.delivered += len(batch) - set_aside
         st.filtered += len(events) - len(batch)
         if st.failures_in_a_row:
             log.info("telemetry sink %s delivers again after %d failures", sink.name, st.failures_in_a_row)
@@ -166,15 +167,18 @@ class Exporter:
         self.store.telemetry_set_cursor(sink.name, events[-1].seq or cursor)
         return True
 
-    def _one_by_one(self, sink: Sink, batch: Sequence[TelemetryEvent], exc: SinkRejected) -> None:
+    def _one_by_one(self, sink: Sink, batch: Sequence[TelemetryEvent], exc: SinkRejected) -> int:
         """A refused batch: each event alone; one refused alone is set aside (counted), the others delivered.
-        A transport failure meanwhile raises: the cursor then stays before the event not yet delivered."""
+        A transport failure meanwhile raises: the cursor then stays before the event not yet delivered.
+        Returns how many were set aside."""
+        set_aside = 0
         for ev in batch:
             try:
                 if len(batch) == 1:
                     raise exc  # the batch was this one event: it has been refused already
                 sink.send([ev])
             except SinkRejected as refused:
+                set_aside += 1
                 self.status[sink.name].rejected += 1
                 log.error("telemetry sink %s refused event %s: %s", sink.name, ev.event_id, refused)
                 self._spool_alert("telemetry.dropped", "high", {
@@ -182,6 +186,7 @@ class Exporter:
                                                    f"({ev.type}) for good: {refused}",
                     "detail": {"sink": sink.name, "event_id": ev.event_id, "seq": ev.seq, "dropped": 1}})
             self.store.telemetry_set_cursor(sink.name, ev.seq or 0)
+        return set_aside
 
     def _failed(self, sink: Sink, exc: Exception) -> None:
         st = self.status[sink.name]
