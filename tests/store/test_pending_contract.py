@@ -7,20 +7,20 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aarmor.errors import StoreError
 from aarmor.store import ApiToken, PendingRecord, Store
-from aarmor.store.memory import MemoryStore
 from aarmor.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.pg_support import BACKENDS, backend
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "p.db")
-    yield s
-    s.close()
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with backend(request.param, tmp_path / "p.db") as s:
+        yield s
 
 
 def _item(item_id: str = "apr_1", *, kind: str = "approval", session: str = "s1",

@@ -6,21 +6,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aarmor.store import Revocation, Store
-from aarmor.store.memory import MemoryStore
 from aarmor.store.sqlite import SCHEMA_VERSION, SqliteStore, find_revocation_sql
+from tests.pg_support import BACKENDS, backend
 
 T0, T1, T2, T3 = (f"2026-01-01T0{h}:00:00.000Z" for h in range(4))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "r.db")
-    yield s
-    s.close()
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with backend(request.param, tmp_path / "r.db") as s:
+        yield s
 
 
 def _rev(kind: str = "agent", value: str = "bot", *, at: str = T0, until: str | None = None,

@@ -8,18 +8,16 @@ from typing import Any
 
 import pytest
 
-from aarmor.store.memory import MemoryStore
-from aarmor.store.sqlite import SqliteStore
 from aarmor.telemetry.events import system_event
+from tests.pg_support import BACKENDS, backend
 
 T = "2026-11-29T10:00:00.000Z"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: Any, tmp_path: Path) -> Iterator[Any]:
-    s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    yield s
-    s.close()
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with backend(request.param, tmp_path / "s.db") as s:
+        yield s
 
 
 def ev(i: int) -> Any:

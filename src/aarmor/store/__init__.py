@@ -50,4 +50,9 @@ def open_store(url: str) -> Store:
             raise StoreError(f"store URL `{url}`: unknown option `{sorted(unknown)[0]}`, expected synchronous")
         sync = opts.get("synchronous", ["full"])[-1].lower()
         return SqliteStore(path, synchronous=sync)
-    raise StoreError(f"store URL `{url}` has unsupported scheme `{parts.scheme}`; expected sqlite or memory")
+    if parts.scheme in ("postgresql", "postgres"):
+        from aarmor.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(f"store URL `{url}` has unsupported scheme `{parts.scheme}`; expected sqlite, postgresql "
+                     "or memory")

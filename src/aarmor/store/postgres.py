@@ -1,0 +1,414 @@
+"""PostgreSQL backend (`store: postgresql://user@host:5432/db`, needs `aarmor[postgresql]`): several processes
+and hosts share one store.
+
+- Chains stay linear with writers in many processes: a commit takes a transaction-scoped advisory lock per
+  session it appends to (in sorted order, so two commits never wait on each other in a cycle), then reads
+  the heads and checks the chain invariant (`Store.append_all`) under that lock.
+- Everything else (pending items, tokens, revocations, the credential log, the telemetry spool and cursors)
+  is the same contract as SQLite; compare-and-set updates (`pending_update`) rely on PostgreSQL's row locks.
+- The schema is created or upgraded on open, under an advisory lock, so several processes starting at once
+  do not race. `aarmor_meta.schema_version` is this backend's own version (1 today).
+- Durability: a commit that returned is durable with PostgreSQL's default `synchronous_commit = on`.
+- One connection per store object, serialised by a lock (a Guard's threads share it). Bodies are stored as
+  the same compact JSON text SQLite keeps, so hashes recompute identically from either backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from aarmor.errors import StoreError
+from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.records import (
+    ApiToken,
+    CredentialEvent,
+    LogRecord,
+    PendingRecord,
+    ReceiptRecord,
+    Revocation,
+    RevocationEvent,
+)
+from aarmor.telemetry.events import TelemetryEvent
+
+__all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
+
+PG_SCHEMA_VERSION = 1
+_MIGRATION_LOCK = 0x6161726D  # "aarm": one advisory lock id for schema creation and upgrades
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS aarmor_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_entries (
+    session_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    rowid BIGSERIAL UNIQUE, receipt_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq BIGINT NOT NULL,
+    action_id TEXT NOT NULL, timestamp TEXT NOT NULL, tool TEXT NOT NULL, operation TEXT NOT NULL,
+    decision TEXT NOT NULL, policy_id TEXT, human TEXT, receipt_hash TEXT NOT NULL, body TEXT NOT NULL,
+    UNIQUE (session_id, seq)
+);
+CREATE INDEX IF NOT EXISTS receipts_ts ON receipts (timestamp);
+CREATE INDEX IF NOT EXISTS receipts_human ON receipts (human);
+CREATE INDEX IF NOT EXISTS receipts_decision ON receipts (decision);
+CREATE INDEX IF NOT EXISTS receipts_action ON receipts (action_id);
+CREATE TABLE IF NOT EXISTS pending (
+    item_id TEXT PRIMARY KEY, kind TEXT NOT NULL, session_id TEXT NOT NULL, action_id TEXT NOT NULL,
+    status TEXT NOT NULL, created_at TEXT NOT NULL, deadline TEXT NOT NULL, owner TEXT NOT NULL,
+    lease_until TEXT NOT NULL, body TEXT NOT NULL, outcome TEXT, version BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_status ON pending (kind, status);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL,
+    created_at TEXT NOT NULL, revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, revoked_by TEXT NOT NULL,
+    revoked_at TEXT NOT NULL, until TEXT, PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS revocation_events (
+    seq BIGSERIAL PRIMARY KEY, event TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+    reason TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL, until TEXT
+);
+CREATE TABLE IF NOT EXISTS credential_log (
+    id BIGSERIAL PRIMARY KEY, credential_id TEXT NOT NULL, event TEXT NOT NULL, at TEXT NOT NULL,
+    session_id TEXT NOT NULL, action_id TEXT NOT NULL, tool TEXT NOT NULL, kind TEXT NOT NULL,
+    scope TEXT NOT NULL, expires_at TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS credential_log_credential ON credential_log (credential_id);
+CREATE INDEX IF NOT EXISTS credential_log_session ON credential_log (session_id);
+CREATE TABLE IF NOT EXISTS telemetry_spool (
+    seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry_cursors (sink TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+"""
+
+
+def _session_lock(session_id: str) -> int:
+    """A stable 63-bit advisory lock key for a session (CRC32 of the id, namespaced under "aarm")."""
+    return (_MIGRATION_LOCK << 32) | zlib.crc32(session_id.encode("utf-8"))
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError("a postgresql:// store needs psycopg: pip install 'aarmor[postgresql]'") from exc
+        self._psycopg = psycopg
+        self.url = url
+        self._safe_url = _without_password(url)
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            with self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                self._db.execute(_SCHEMA)
+                self._db.execute("INSERT INTO aarmor_meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
+                                 (str(PG_SCHEMA_VERSION),))
+                row = self._db.execute("SELECT value FROM aarmor_meta WHERE key='schema_version'").fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL store `{self._safe_url}`: {_why(exc)}") from exc
+        if row is None or int(row[0]) != PG_SCHEMA_VERSION:
+            raise StoreError(f"store `{self._safe_url}` has schema version {row[0] if row else None}, expected "
+                             f"{PG_SCHEMA_VERSION}")
+        self._lock = threading.RLock()
+        self._closed = False
+        self._in_txn = False
+
+    # --- transactions -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[None]:
+        with self._lock:
+            self._check_open()
+            try:
+                with self._db.transaction():
+                    self._in_txn = True
+                    yield
+            except self._psycopg.Error as exc:
+                raise StoreError(f"write to `{self._safe_url}` failed: {_why(exc)}") from exc
+            finally:
+                self._in_txn = False
+
+    def _lock_sessions(self, session_ids: Sequence[str]) -> None:
+        for key in sorted({_session_lock(s) for s in session_ids}):
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
+        """`Store.append_all`, with the sessions it appends to locked first (across processes)."""
+        sessions = [r.session_id for r in logs] + [r.session_id for r in receipts]
+        with self._txn():
+            self._lock_sessions(sessions)
+            super().append_all(logs, receipts)  # nests: the outer transaction is the one that commits
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("store already closed")
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> Any:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._db.execute(sql, args).fetchone()
+            except self._psycopg.Error as exc:
+                raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except self._psycopg.Error as exc:
+                raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
+
+    def _x(self, sql: str, args: tuple[object, ...] = ()) -> Any:
+        """Execute inside the current transaction (the caller holds `_txn`)."""
+        return self._db.execute(sql, args)
+
+    # --- chains -------------------------------------------------------------------------------------------
+    def _log_head(self, session_id: str) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, entry_hash FROM log_entries WHERE session_id=%s ORDER BY seq DESC LIMIT 1",
+                        (session_id,))
+        return (int(row[0]), str(row[1])) if row else None
+
+    def _insert_log(self, rec: LogRecord) -> None:
+        self._x("INSERT INTO log_entries VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                (rec.session_id, rec.seq, rec.kind, _dumps(rec.body), rec.recorded_at, rec.prev_hash,
+                 rec.entry_hash))
+
+    def _receipt_head(self, session_id: str) -> tuple[int, str] | None:
+        row = self._one("SELECT seq, receipt_hash FROM receipts WHERE session_id=%s ORDER BY seq DESC LIMIT 1",
+                        (session_id,))
+        return (int(row[0]), str(row[1])) if row else None
+
+    def _insert_receipt(self, r: ReceiptRecord) -> None:
+        self._x("INSERT INTO receipts (receipt_id, session_id, seq, action_id, timestamp, tool, operation, "
+                "decision, policy_id, human, receipt_hash, body) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
+                 r.policy_id, r.human, r.receipt_hash, _dumps(r.body)))
+
+    def read_log(self, session_id: str) -> Iterator[LogRecord]:
+        rows = self._all("SELECT session_id, seq, kind, body, recorded_at, prev_hash, entry_hash FROM log_entries "
+                         "WHERE session_id=%s ORDER BY seq", (session_id,))
+        for s, seq, kind, body, at, prev, h in rows:
+            yield LogRecord(s, int(seq), kind, json.loads(body), at, prev, h)
+
+    def log_sessions(self) -> list[str]:
+        rows = self._all("SELECT session_id FROM log_entries WHERE seq=0 ORDER BY recorded_at, session_id")
+        return [str(r[0]) for r in rows]
+
+    _RECEIPT_COLS = ("receipt_id, session_id, seq, action_id, timestamp, tool, operation, decision, policy_id, "
+                     "human, receipt_hash, body")
+
+    @staticmethod
+    def _receipt(row: Any) -> ReceiptRecord:
+        rid, sid, seq, aid, ts, tool, op, dec, pid, human, h, body = row
+        return ReceiptRecord(rid, sid, int(seq), aid, ts, tool, op, dec, pid, human, h, json.loads(body))
+
+    def get_receipt(self, receipt_id: str) -> ReceiptRecord | None:
+        row = self._one(f"SELECT {self._RECEIPT_COLS} FROM receipts WHERE receipt_id=%s", (receipt_id,))
+        return self._receipt(row) if row else None
+
+    def read_receipts(self, session_id: str | None = None) -> Iterator[ReceiptRecord]:
+        if session_id is None:
+            rows = self._all(f"SELECT {self._RECEIPT_COLS} FROM receipts ORDER BY session_id, seq")
+        else:
+            rows = self._all(f"SELECT {self._RECEIPT_COLS} FROM receipts WHERE session_id=%s ORDER BY seq",
+                             (session_id,))
+        for row in rows:
+            yield self._receipt(row)
+
+    # --- pending approvals and deferrals ------------------------------------------------------------
+    @staticmethod
+    def _pending(row: Any) -> PendingRecord:
+        iid, kind, sid, aid, status, created, deadline, owner, lease, body, outcome, version = row
+        return PendingRecord(iid, kind, sid, aid, status, created, deadline, owner, lease, json.loads(body),
+                             None if outcome is None else json.loads(outcome), int(version))
+
+    def pending_put(self, rec: PendingRecord) -> None:
+        try:
+            with self._txn():
+                self._x("INSERT INTO pending VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,0)",
+                        (rec.item_id, rec.kind, rec.session_id, rec.action_id, rec.status, rec.created_at,
+                         rec.deadline, rec.owner, rec.lease_until, _dumps(rec.body),
+                         None if rec.outcome is None else _dumps(rec.outcome)))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
+                raise StoreError(f"pending item `{rec.item_id}` already stored") from exc
+            raise
+
+    def pending_get(self, item_id: str) -> PendingRecord | None:
+        row = self._one("SELECT * FROM pending WHERE item_id=%s", (item_id,))
+        return self._pending(row) if row else None
+
+    def pending_list(self, *, kind: str | None = None, status: str | None = None,
+                     session_id: str | None = None) -> list[PendingRecord]:
+        where, args = [], []
+        for col, val in (("kind", kind), ("status", status), ("session_id", session_id)):
+            if val is not None:
+                where.append(f"{col}=%s")
+                args.append(val)
+        sql = "SELECT * FROM pending" + (" WHERE " + " AND ".join(where) if where else "") + \
+            " ORDER BY created_at, item_id"
+        return [self._pending(r) for r in self._all(sql, tuple(args))]
+
+    def pending_update(self, item_id: str, expect_version: int, **changes: Any) -> PendingRecord | None:
+        if not set(changes) <= PENDING_FIELDS:
+            raise ValueError(f"cannot change {sorted(set(changes) - PENDING_FIELDS)} of a pending item")
+        cols = sorted(changes)
+        vals = [(_dumps(changes[c]) if changes[c] is not None else None) if c in ("body", "outcome")
+                else changes[c] for c in cols]
+        with self._txn():
+            row = self._x("UPDATE pending SET " + "".join(f"{c}=%s, " for c in cols) + "version=version+1 "
+                          "WHERE item_id=%s AND version=%s RETURNING *", (*vals, item_id, expect_version)).fetchone()
+        return self._pending(row) if row else None
+
+    # --- API tokens -----------------------------------------------------------------------------------
+    def token_put(self, tok: ApiToken) -> None:
+        try:
+            with self._txn():
+                self._x("INSERT INTO api_tokens VALUES (%s,%s,%s,%s,%s,%s)",
+                        (tok.token_id, tok.digest, tok.name, tok.role, tok.created_at, tok.revoked_at))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
+                raise StoreError(f"token `{tok.token_id}` already stored") from exc
+            raise
+
+    def token_by_digest(self, digest: str) -> ApiToken | None:
+        row = self._one("SELECT * FROM api_tokens WHERE digest=%s", (digest,))
+        return ApiToken(*row) if row else None
+
+    def token_list(self) -> list[ApiToken]:
+        return [ApiToken(*r) for r in self._all("SELECT * FROM api_tokens ORDER BY created_at, token_id")]
+
+    def token_revoke(self, token_id: str, at: str) -> bool:
+        with self._txn():
+            cur = self._x("UPDATE api_tokens SET revoked_at=%s WHERE token_id=%s AND revoked_at IS NULL",
+                          (at, token_id))
+            return bool(cur.rowcount == 1)
+
+    # --- identity revocations -----------------------------------------------------------------------
+    def revocation_put(self, rev: Revocation) -> tuple[Revocation, bool]:
+        with self._txn():
+            self._x("SELECT pg_advisory_xact_lock(%s)", (_session_lock(f"revocation|{rev.kind}|{rev.value}"),))
+            row = self._x("SELECT * FROM revocations WHERE kind=%s AND value=%s AND (until IS NULL OR until > %s)",
+                          (rev.kind, rev.value, rev.revoked_at)).fetchone()
+            if row is not None:
+                return Revocation(*row), False
+            self._x("INSERT INTO revocations VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (kind, value) DO UPDATE SET "
+                    "reason=excluded.reason, revoked_by=excluded.revoked_by, revoked_at=excluded.revoked_at, "
+                    "until=excluded.until",
+                    (rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at, rev.until))
+            self._revocation_event("revoke", rev.kind, rev.value, rev.reason, rev.revoked_by, rev.revoked_at,
+                                   rev.until)
+        return rev, True
+
+    def revocation_delete(self, kind: str, value: str, *, actor: str, at: str, reason: str) -> Revocation | None:
+        with self._txn():
+            row = self._x("DELETE FROM revocations WHERE kind=%s AND value=%s RETURNING *", (kind, value)).fetchone()
+            if row is None:
+                return None
+            self._revocation_event("unrevoke", kind, value, reason, actor, at, None)
+        return Revocation(*row)
+
+    def _revocation_event(self, event: str, kind: str, value: str, reason: str, actor: str, at: str,
+                          until: str | None) -> None:
+        self._x("INSERT INTO revocation_events (event, kind, value, reason, actor, at, until) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s)", (event, kind, value, reason, actor, at, until))
+
+    def revocation_list(self, *, now: str | None = None) -> list[Revocation]:
+        if now is None:
+            rows = self._all("SELECT * FROM revocations ORDER BY revoked_at, kind, value")
+        else:
+            rows = self._all("SELECT * FROM revocations WHERE until IS NULL OR until > %s "
+                             "ORDER BY revoked_at, kind, value", (now,))
+        return [Revocation(*r) for r in rows]
+
+    def revocation_find(self, keys: Sequence[tuple[str, str]], *, now: str) -> Revocation | None:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return None
+        # one primary-key probe per key: (kind, value) = ANY of the pairs
+        rows = self._all("SELECT r.* FROM revocations r JOIN unnest(%s::text[], %s::text[]) AS k(kind, value) "
+                         "ON r.kind = k.kind AND r.value = k.value WHERE r.until IS NULL OR r.until > %s",
+                         ([k for k, _ in unique], [v for _, v in unique], now))
+        if not rows:
+            return None
+        return min((Revocation(*r) for r in rows), key=lambda r: (r.revoked_at, r.kind, r.value))
+
+    def revocation_history(self) -> list[RevocationEvent]:
+        return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq")]
+
+    # --- the telemetry spool ------------------------------------------------------------------------------
+    def _insert_telemetry(self, ev: TelemetryEvent) -> None:
+        self._x("INSERT INTO telemetry_spool (event_id, body) VALUES (%s, %s) ON CONFLICT (event_id) DO NOTHING",
+                (ev.event_id, _dumps(ev.to_json())))
+
+    def telemetry_read(self, after: int, limit: int) -> list[TelemetryEvent]:
+        rows = self._all("SELECT seq, body FROM telemetry_spool WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit))
+        return [TelemetryEvent.from_json(json.loads(b), seq=int(q)) for q, b in rows]
+
+    def telemetry_cursor(self, sink: str) -> int:
+        row = self._one("SELECT seq FROM telemetry_cursors WHERE sink=%s", (sink,))
+        return int(row[0]) if row else 0
+
+    def telemetry_set_cursor(self, sink: str, seq: int) -> None:
+        with self._txn():
+            self._x("INSERT INTO telemetry_cursors VALUES (%s, %s) ON CONFLICT (sink) DO UPDATE SET seq=excluded.seq",
+                    (sink, seq))
+
+    def telemetry_trim(self, upto: int) -> int:
+        with self._txn():
+            return int(self._x("DELETE FROM telemetry_spool WHERE seq <= %s", (upto,)).rowcount)
+
+    def telemetry_span(self) -> tuple[int, int, int]:
+        n, low = self._one("SELECT count(*), coalesce(min(seq), 0) FROM telemetry_spool")
+        top = self._one("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM telemetry_spool_seq_seq")
+        return int(n), int(low), int(top[0]) if top else 0
+
+    # --- the credential log -----------------------------------------------------------------------------
+    def credential_event(self, ev: CredentialEvent) -> None:
+        with self._txn():
+            self._x("INSERT INTO credential_log (credential_id, event, at, session_id, action_id, tool, kind, scope, "
+                    "expires_at, detail) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    (ev.credential_id, ev.event, ev.at, ev.session_id, ev.action_id, ev.tool, ev.kind,
+                     _dumps(list(ev.scope)), ev.expires_at, ev.detail))
+
+    def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
+                          action_id: str | None = None) -> list[CredentialEvent]:
+        where, args = [], []
+        for col, val in (("credential_id", credential_id), ("session_id", session_id), ("action_id", action_id)):
+            if val is not None:
+                where.append(f"{col}=%s")
+                args.append(val)
+        rows = self._all("SELECT credential_id, event, at, session_id, action_id, tool, kind, scope, expires_at, "
+                         "detail FROM credential_log" + (" WHERE " + " AND ".join(where) if where else "")
+                         + " ORDER BY id", tuple(args))
+        return [CredentialEvent(c, e, at, s, a, t, k, tuple(json.loads(sc)), x, d)
+                for c, e, at, s, a, t, k, sc, x, d in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may appear in messages: a password never does."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _why(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

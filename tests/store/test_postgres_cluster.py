@@ -1,0 +1,100 @@
+"""Several processes on one PostgreSQL store (issue 8): the real server, real OS processes.
+
+- A Guard on PostgreSQL runs the pipeline end to end; its receipts verify offline and its logs verify.
+- An approval granted by one process releases the call waiting in another (the desk polls the store).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aarmor import ActionDenied, Identity
+from aarmor.config import ApprovalsConfig
+from tests.pg_support import fresh_database
+
+POLICY = """
+policy: {id: pg-cluster, version: "1", default: ALLOW}
+rules:
+  - id: no-shell
+    match: {tool: shell}
+    action: DENY
+    reason: no shell
+  - id: big-payment
+    match: {tool: payment, parameters: {amount: {gt: 1000}}}
+    action: STEP_UP
+    approvers: [carol@company.com]
+    timeout: 30
+    reason: big payments need carol
+"""
+ALICE = Identity(human="alice@company.com", agent="billing-agent")
+
+
+@pytest.fixture
+def pg() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+def test_the_pipeline_on_postgresql_verifies(make_guard: Callable[..., Any], pg: str, tmp_path: Path) -> None:
+    from aarmor.context import check_chain
+    from aarmor.receipts import verify_receipts
+
+    guard = make_guard(POLICY, store=pg)
+    with guard.session(identity=ALICE, original_request="pay the invoice") as s:
+        assert s.invoke("email.send", {"to": "bob@company.com"}, lambda a: "sent") == "sent"
+        with pytest.raises(ActionDenied):
+            s.invoke("shell", {"cmd": "id"}, lambda a: "root")
+    receipts = [r.body for r in guard.store.read_receipts(s.session_id)]
+    assert [r["enforcement"]["result"] for r in receipts] == ["ALLOW", "DENY"]
+    assert verify_receipts(receipts, guard.keyring.public_keys()).ok
+    assert check_chain(list(guard.store.read_log(s.session_id)), session_id=s.session_id).verified
+
+
+WAITER = textwrap.dedent("""
+    import sys, warnings
+    warnings.simplefilter("ignore")
+    from aarmor import Guard, Identity
+    from aarmor.config import ApprovalsConfig, load_config
+    store, keys, policy = sys.argv[1:4]
+    guard = Guard(load_config(store=store, keys=keys, policy=policy,
+                              approvals=ApprovalsConfig(poll_interval=0.05)))
+    with guard.session(identity=Identity(human="alice@company.com")) as s:
+        print(s.invoke("payment", {"to": "acme", "amount": 5000}, lambda a: "paid"), flush=True)
+    guard.close()
+""")
+
+
+def test_an_approval_in_one_process_releases_the_call_waiting_in_another(make_guard: Callable[..., Any],
+                                                                          pg: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    keys = tmp_path / "keys"
+    guard = make_guard(POLICY, store=pg, keys=str(keys), approvals=ApprovalsConfig(poll_interval=0.05))
+    waiter = tmp_path / "waiter.py"
+    waiter.write_text(WAITER)
+    proc = subprocess.Popen([sys.executable, str(waiter), pg, str(keys), str(policy)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not guard.approvals.list() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [item] = guard.approvals.list()
+        guard.approvals.decide(item["id"], approver="carol@company.com", granted=True, reason="ok", channel="test")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and out.strip() == "paid", err[-3000:]
+    [receipt] = [r.body for r in guard.store.read_receipts() if r.tool == "payment"]
+    assert receipt["approval"]["granted"] is True and receipt["approval"]["approver"] == "carol@company.com"
+
+
+
