@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import random
 import re
 import threading
 import time
@@ -54,7 +55,7 @@ from aarmor.context.risk import session_risk
 from aarmor.credentials.model import Credential, binding
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
-from aarmor.errors import ActionDenied, InputError, OutputWithheld, ToolFailed
+from aarmor.errors import ActionDenied, ChainError, InputError, OutputWithheld, ToolFailed
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
 from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
@@ -809,6 +810,28 @@ class Mediator:
         INVARIANT: the session's log head and receipt head move only after the store write returned.
         """
         st = call.st
+        try:
+            return self._commit_once(call, kind, stage)
+        except ChainError:
+            # Another process appended to this session (several processes serving it). Retry holding the
+            # store's lock on the session, so no one else appends while we catch up on its log and receipt
+            # heads, stage and sign again on top of them, and commit.
+            for attempt in range(_CHAIN_RETRIES):
+                with self._store.session_lock(st.session_id), st.lock:
+                    st.ctx.catch_up()
+                    head = self._store.receipt_head(st.session_id)
+                    if head is not None:
+                        st.receipt_seq, st.receipt_head = head
+                    try:
+                        return self._commit_once(call, kind, stage)
+                    except ChainError:
+                        if attempt + 1 == _CHAIN_RETRIES:
+                            raise
+                time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
+            raise
+
+    def _commit_once(self, call: _Call, kind: str, stage: Callable[[Any], None]) -> str:
+        st = call.st
         with st.ctx.atomic() as tx, st.lock:
             stage(tx)
             record = self._signer.sign(self._receipt_body(call, kind=kind))
@@ -863,6 +886,8 @@ def _binding(action: Action, run_params: Mapping[str, Any]) -> str:
         "identity": action.identity.to_json(), "session_id": action.session_id})
 
 
+#: attempts at a commit that other processes' appends to the same session keep refusing (random pauses between)
+_CHAIN_RETRIES = 20
 #: risk signals worth an alert when they hold at a decision (recorded on its `action_requested` entry)
 _ALERT_SIGNALS = ("drift_detected", "injection_suspected")
 

@@ -120,13 +120,29 @@ def test_tool_error_is_recorded_with_class_and_cut_message(store: Store, classif
     assert rec.body["error"]["class"] == "TimeoutError" and len(rec.body["error"]["message"]) == 1024
 
 
-def test_forked_writer_is_rejected_and_head_does_not_move(store: Store, classifier: Classifier) -> None:
+def test_a_writer_behind_another_catches_up_and_commits_on_top(store: Store, classifier: Classifier) -> None:
+    """Two writers on one session (two processes): the store refuses the stale head; the writer behind folds
+    in the other's entries and commits its own after them. The chain never forks."""
     ctx = start(store, classifier)
     other = SessionContext.resume(store, SID, classifier=classifier)
     request(other, make_action(now=at(1)), now=at(1))  # another writer moves the chain
+    rec = request(ctx, make_action(now=at(2)), now=at(2))
+    assert rec.seq == 2 and ctx.head == (rec.seq, rec.entry_hash)
+    assert ctx.snapshot(at(3)).action_count == 2  # the other writer's action is in this writer's context
+    verify_chain(store.read_log(SID))
+
+
+def test_a_receipt_commit_on_a_stale_head_is_refused_for_its_caller_to_redo(store: Store,
+                                                                              classifier: Classifier) -> None:
+    """With receipts the entries cannot be re-based (a receipt names the context hash it was decided on)."""
+    ctx = start(store, classifier)
+    other = SessionContext.resume(store, SID, classifier=classifier)
+    request(other, make_action(now=at(1)), now=at(1))
     head, snap = ctx.head, ctx.snapshot(at(2))
-    with pytest.raises(ChainError, match="expected seq 2"):
-        request(ctx, make_action(now=at(2)), now=at(2))
+    a = make_action(now=at(2))
+    with pytest.raises(ChainError, match="expected seq 2"), ctx.atomic() as tx:
+        tx.outcome(a, executed=False, success=None, output=None, error=None, now=at(2))
+        tx.commit(receipts=(_receipt(0, GENESIS),))
     assert ctx.head == head and ctx.snapshot(at(2)) == snap
     verify_chain(store.read_log(SID))
 

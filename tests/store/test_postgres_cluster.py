@@ -1,6 +1,8 @@
 """Several processes on one PostgreSQL store (issue 8): the real server, real OS processes.
 
 - A Guard on PostgreSQL runs the pipeline end to end; its receipts verify offline and its logs verify.
+- Two processes appending to the SAME session at once keep one linear chain (advisory lock per session):
+  every entry's seq is unique and consecutive, the chain verifies, every action has exactly one receipt.
 - An approval granted by one process releases the call waiting in another (the desk polls the store).
 """
 
@@ -56,6 +58,53 @@ def test_the_pipeline_on_postgresql_verifies(make_guard: Callable[..., Any], pg:
     assert [r["enforcement"]["result"] for r in receipts] == ["ALLOW", "DENY"]
     assert verify_receipts(receipts, guard.keyring.public_keys()).ok
     assert check_chain(list(guard.store.read_log(s.session_id)), session_id=s.session_id).verified
+
+
+WORKER = textwrap.dedent("""
+    import sys, warnings
+    warnings.simplefilter("ignore")
+    from aarmor import Guard, Identity
+    from aarmor.config import load_config
+    store, keys, policy, sid, n, tag = sys.argv[1:7]
+    guard = Guard(load_config(store=store, keys=keys, policy=policy))
+    s = guard.session(identity=Identity(human="alice@company.com", agent="w" + tag), session_id=sid)
+    for i in range(int(n)):
+        s.invoke("email.send", {"n": i, "worker": tag}, lambda a: "ok")
+    guard.close()
+    print("done", tag)
+""")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_two_processes_appending_to_one_session_keep_one_linear_chain(make_guard: Callable[..., Any], pg: str,
+                                                                      tmp_path: Path, backend: str) -> None:
+    """Both commit to the same session: the store refuses a commit on a stale head, the loser catches up under
+    the session's lock and commits on top; nothing is lost, forked or denied."""
+    from aarmor.context import check_chain
+
+    if backend == "sqlite":
+        pg = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    keys = tmp_path / "keys"
+    guard = make_guard(POLICY, store=pg, keys=str(keys))
+    sid = guard.session(identity=ALICE, original_request="send the notes").session_id  # left open: resumed below
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    procs = [subprocess.Popen([sys.executable, str(worker), pg, str(keys), str(policy), sid, "60", tag],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+    records = list(guard.store.read_log(sid))
+    assert [r.seq for r in records] == list(range(len(records)))
+    assert check_chain(records, session_id=sid).verified
+    requested = [r.body["action"]["action_id"] for r in records if r.kind == "action_requested"]
+    assert len(requested) == 120 and len(set(requested)) == 120
+    receipts = list(guard.store.read_receipts(sid))
+    assert sorted(r.action_id for r in receipts) == sorted(requested)  # exactly one receipt per action
+    assert [r.seq for r in receipts] == list(range(len(receipts)))     # and one linear receipt chain
 
 
 WAITER = textwrap.dedent("""

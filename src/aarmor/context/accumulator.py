@@ -22,8 +22,10 @@ Rules this module enforces:
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,7 +39,7 @@ from aarmor.store.base import Store
 from aarmor.store.records import GENESIS, LogRecord, ReceiptRecord
 
 from . import entries as E
-from .chain import make_record, verify_chain
+from .chain import entry_hash, make_record, verify_chain
 from .classify import Classifier, OutputText
 from .injection import scan_injection
 from .provenance import MAX_TRACKED_PER_OUTPUT, scan_text
@@ -45,6 +47,10 @@ from .signals import DEFAULT_SIGNALS, SignalConfig
 from .window import SessionState
 
 __all__ = ["SessionContext", "Transaction", "unresolved_actions"]
+
+#: attempts at a commit another process's appends to the same session keep refusing (with a growing random
+#: pause between them, so two busy writers stop colliding in step)
+_CHAIN_RETRIES = 20
 
 _SESSION_ID = re.compile(r"[^\x00-\x20\x7f]{1,256}")
 
@@ -56,13 +62,15 @@ class Transaction:
     (its `entry_hash` and `seq` are final, e.g. for a receipt's `context.context_hash`/`log_seq`).
     """
 
-    __slots__ = ("_ctx", "_head", "_open", "_staged")
+    __slots__ = ("_ctx", "_head", "_open", "_staged", "committed")
 
     def __init__(self, ctx: SessionContext) -> None:
         self._ctx = ctx
         self._staged: list[LogRecord] = []
         self._head = ctx._state.head
         self._open = True
+        #: the entries as committed (re-based when another process had appended meanwhile)
+        self.committed: tuple[LogRecord, ...] = ()
 
     @property
     def records(self) -> tuple[LogRecord, ...]:
@@ -158,11 +166,49 @@ class Transaction:
             raise RuntimeError("transaction already finished")
         if not self._staged and not receipts:
             return
-        self._ctx._store.append_all(logs=tuple(self._staged), receipts=tuple(receipts))
+        store = self._ctx._store
+        try:
+            store.append_all(logs=tuple(self._staged), receipts=tuple(receipts))
+        except ChainError:
+            # Another process appended to this session since our head (several processes serving one
+            # session; the store serialises appends per session and refused ours). Entries alone can be
+            # re-based on the new head, holding the store's lock on the session so no one appends meanwhile;
+            # a commit with receipts cannot (a receipt names the context hash it was decided on): its caller
+            # retries it whole (Mediator._commit).
+            if receipts:
+                raise
+            self._retry(store)
         st = self._ctx._state
         for rec in self._staged:
             st.apply(rec)
+        self.committed = tuple(self._staged)
         self._staged.clear()
+
+    def _retry(self, store: Store) -> None:
+        sid = self._ctx._state.session_id
+        for attempt in range(_CHAIN_RETRIES):
+            with store.session_lock(sid):
+                if self._ctx.catch_up():
+                    self._rebase()
+                try:
+                    store.append_all(logs=tuple(self._staged))
+                    return
+                except ChainError:
+                    if attempt + 1 == _CHAIN_RETRIES:
+                        raise
+            time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
+
+    def _rebase(self) -> None:
+        """Re-stage the same entries (kind, body, time) on the caught-up head."""
+        staged, self._staged = self._staged, []
+        self._head = self._ctx._state.head
+        for rec in staged:
+            st = self._ctx._state
+            seq, prev = (0, GENESIS) if self._head is None else (self._head[0] + 1, self._head[1])
+            new = make_record(session_id=st.session_id, seq=seq, kind=rec.kind, recorded_at=rec.recorded_at,
+                              prev_hash=prev, body=rec.body)
+            self._staged.append(new)
+            self._head = (new.seq, new.entry_hash)
 
     def _close(self) -> None:
         self._open = False
@@ -262,6 +308,28 @@ class SessionContext:
             state.apply(rec)
         return cls(store, state, classifier=classifier, limits=limits)
 
+    def catch_up(self) -> int:
+        """Fold in the entries another process appended to this session since our head (several processes
+        serving one session: a commit refused with ChainError is retried after this). Returns how many.
+
+        Raises:
+            ChainError: the new entries do not extend our head or do not verify.
+        """
+        with self._lock:
+            st = self._state
+            head = st.head
+            start = -1 if head is None else head[0]
+            new = list(self._store.read_log(st.session_id, after=start))
+            prev_seq, prev_hash = (start, head[1]) if head is not None else (-1, None)
+            for rec in new:
+                if rec.seq != prev_seq + 1 or (prev_hash is not None and rec.prev_hash != prev_hash) \
+                        or entry_hash(rec) != rec.entry_hash:
+                    raise ChainError(f"session `{st.session_id}`: stored entry seq {rec.seq} does not extend the "
+                                     f"in-memory head {head}", session_id=st.session_id, seq=rec.seq)
+                st.apply(rec)
+                prev_seq, prev_hash = rec.seq, rec.entry_hash
+            return len(new)
+
     def prepare_outcome(self, action: Action, *, executed: bool, success: bool | None, output: Any,
                         error: BaseException | None, now: datetime,
                         effects: Mapping[str, Any] | None = None) -> LogRecord:
@@ -344,10 +412,10 @@ class SessionContext:
                          parameters_digest: str, now: datetime, alerts: Sequence[str] = ()) -> LogRecord:
         """Write `action_requested` durably (before the action may execute). See `Transaction.requested`."""
         with self.atomic() as tx:
-            rec = tx.requested(action, decision, parameters_view=parameters_view,
-                               parameters_digest=parameters_digest, now=now, alerts=alerts)
+            tx.requested(action, decision, parameters_view=parameters_view,
+                         parameters_digest=parameters_digest, now=now, alerts=alerts)
             tx.commit()
-        return rec
+        return tx.committed[-1]
 
     def record_outcome(self, action: Action, *, executed: bool, success: bool | None, output: Any,
                        error: BaseException | None, now: datetime,
@@ -356,38 +424,38 @@ class SessionContext:
         # classify outside the lock: scanning a large output must not stall the session's other threads
         body, labels = self._outcome_body(action, executed, success, output, error, effects)
         with self.atomic() as tx:
-            rec = tx._stage(E.ACTION_OUTCOME, body, now)
+            tx._stage(E.ACTION_OUTCOME, body, now)
             tx.commit()
-        return rec, labels
+        return tx.committed[-1], labels
 
     def record_event(self, kind: str, body: Mapping[str, Any], *, now: datetime) -> LogRecord:
         """Write an opaque event entry durably. See `Transaction.event`."""
         with self.atomic() as tx:
-            rec = tx.event(kind, body, now=now)
+            tx.event(kind, body, now=now)
             tx.commit()
-        return rec
+        return tx.committed[-1]
 
     def record_signal(self, name: str, value: Any, *, detail: Any = None, now: datetime) -> LogRecord:
         """Write a door-supplied risk signal (e.g. the MCP gateway's `tool_definition_changed`) durably.
         See `Transaction.signal`."""
         with self.atomic() as tx:
-            rec = tx.signal(name, value, detail=detail, now=now)
+            tx.signal(name, value, detail=detail, now=now)
             tx.commit()
-        return rec
+        return tx.committed[-1]
 
     def set_value(self, name: str, value: Any, *, source: str, now: datetime) -> LogRecord:
         """Set `context.<name>` (environment state, ticket status, ...). See `Transaction.value`."""
         with self.atomic() as tx:
-            rec = tx.value(name, value, source=source, now=now)
+            tx.value(name, value, source=source, now=now)
             tx.commit()
-        return rec
+        return tx.committed[-1]
 
     def end(self, now: datetime) -> LogRecord:
         """Write `session_end`; later writes raise `RuntimeError`."""
         with self.atomic() as tx:
-            rec = tx.end(now=now)
+            tx.end(now=now)
             tx.commit()
-        return rec
+        return tx.committed[-1]
 
     # --- helpers --------------------------------------------------------------------------------
     def _check_action(self, action: Action) -> None:

@@ -65,8 +65,8 @@ class Store(ABC):
     def _insert_receipt(self, rec: ReceiptRecord) -> None: ...
 
     @abstractmethod
-    def read_log(self, session_id: str) -> Iterator[LogRecord]:
-        """Entries of one session ordered by seq."""
+    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
+        """Entries of one session ordered by seq (only those with seq > `after`)."""
 
     @abstractmethod
     def log_sessions(self) -> list[str]:
@@ -157,6 +157,14 @@ class Store(ABC):
     def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
                           action_id: str | None = None) -> list[CredentialEvent]:
         """Events filtered by credential, session and action, in the order they were written."""
+
+    def session_lock(self, session_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold off other processes' appends to `session_id` (a writer that lost a race catches up under it).
+
+        SQLite and memory serialise every write already (a no-op here); PostgreSQL takes the session's
+        advisory lock, the one every append to that session waits for.
+        """
+        return contextlib.nullcontext()
 
     # --- the telemetry spool (AARM R8; aarmor.telemetry.exporter reads it) -----------------------------
     @abstractmethod

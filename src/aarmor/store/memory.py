@@ -118,9 +118,9 @@ class MemoryStore(Store):
             raise StoreError(f"receipt `{rec.receipt_id}` already stored")
         self._pending.append(("receipt", copy.deepcopy(rec)))
 
-    def read_log(self, session_id: str) -> Iterator[LogRecord]:
+    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
         with self._lock:
-            yield from list(self._logs.get(session_id, []))
+            yield from [r for r in self._logs.get(session_id, []) if r.seq > after]
 
     def log_sessions(self) -> list[str]:
         with self._lock:

@@ -139,6 +139,23 @@ class PostgresStore(Store):
         for key in sorted({_session_lock(s) for s in session_ids}):
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
+    @contextlib.contextmanager
+    def session_lock(self, session_id: str) -> Iterator[None]:
+        """The session's advisory lock at connection level: every other process's append to the session waits
+        (ours go through: PostgreSQL advisory locks are re-entrant within a connection)."""
+        key = _session_lock(session_id)
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except self._psycopg.Error as exc:
+                raise StoreError(f"cannot lock session `{session_id}` in `{self._safe_url}`: {_why(exc)}") from exc
+            try:
+                yield
+            finally:
+                with contextlib.suppress(self._psycopg.Error):
+                    self._db.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
         """`Store.append_all`, with the sessions it appends to locked first (across processes)."""
         sessions = [r.session_id for r in logs] + [r.session_id for r in receipts]
@@ -192,9 +209,9 @@ class PostgresStore(Store):
                 (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
                  r.policy_id, r.human, r.receipt_hash, _dumps(r.body)))
 
-    def read_log(self, session_id: str) -> Iterator[LogRecord]:
+    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
         rows = self._all("SELECT session_id, seq, kind, body, recorded_at, prev_hash, entry_hash FROM log_entries "
-                         "WHERE session_id=%s ORDER BY seq", (session_id,))
+                         "WHERE session_id=%s AND seq>%s ORDER BY seq", (session_id, after))
         for s, seq, kind, body, at, prev, h in rows:
             yield LogRecord(s, int(seq), kind, json.loads(body), at, prev, h)
 
