@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,44 @@ def test_the_commands_prove_and_verify_offline(config: Path, tmp_path: Path) -> 
     assert _run("prove", "--config", config).exit_code == 2
     res = _run("prove", "--consistency", 2, 5, "--config", config)
     assert res.exit_code == 1 and "no tree head of size 5" in res.stderr
+
+
+# --- the Guard's periodic publication (`transparency.sth_interval`) -------------------------------------------
+
+POLICY = """
+policy: {id: t, version: "1", default: ALLOW}
+rules:
+  - id: deny-shell
+    match: {tool: shell}
+    action: DENY
+    reason: no shell
+"""
+
+
+def test_a_guard_publishes_tree_heads_over_its_receipts(make_guard: Any) -> None:
+    from aarmor import Identity
+
+    guard = make_guard(POLICY, transparency={"sth_interval": 0.05})
+    with guard.session(identity=Identity(human="alice@company.com")) as s:
+        s.invoke("files.read", {"path": "/tmp/a"}, lambda a: "ok")
+    size = guard.store.tree_size()
+    assert size >= 1
+    deadline = datetime.now(UTC) + timedelta(seconds=30)  # a bound for a loaded machine, not a timing claim
+    while not any(h.tree_size == size for h in guard.store.tree_heads()) and datetime.now(UTC) < deadline:
+        time.sleep(0.02)
+    head = next(h for h in guard.store.tree_heads() if h.tree_size == size)
+    rid = next(iter(guard.store.read_receipts())).receipt_id
+    proof = TransparencyLog(guard.store).inclusion(rid, head)
+    assert verify_inclusion_proof(proof, guard.keyring.public_keys()) == head
+
+
+def test_the_interval_is_configured_and_zero_turns_it_off(make_guard: Any) -> None:
+    from aarmor.errors import ConfigError
+
+    assert make_guard(POLICY).tree_heads is not None  # on by default (60 s)
+    assert load_config(store="memory://").transparency.sth_interval == 60
+    assert make_guard(POLICY, transparency={"sth_interval": 0}).tree_heads is None
+    with pytest.raises(ConfigError, match="sth_interval"):
+        load_config(store="memory://", transparency={"sth_interval": -1})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(store="memory://", transparency={"interval": 5})
