@@ -45,6 +45,7 @@ __all__ = [
     "TelemetrySinkConfig",
     "TlsConfig",
     "ToolConfig",
+    "TransparencyConfig",
     "UpstreamConfig",
     "default_home",
     "load_config",
@@ -327,6 +328,15 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TransparencyConfig:
+    """`transparency`: the receipt transparency log's signed tree heads (docs/transparency.md)."""
+
+    #: seconds between the tree heads a running Guard publishes when the log grew; 0: only on demand
+    #: (`aarmor receipts tree-head`, `prove`)
+    sth_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class IntentConfig:
     """The intent scorer (docs/intent.md): alignment, semantic distance and drift for the PDP."""
 
@@ -445,6 +455,7 @@ class Config:
     intent: IntentConfig = IntentConfig()
     credentials: CredentialsConfig = CredentialsConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    transparency: TransparencyConfig = TransparencyConfig()
     #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
     #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
     unattended: bool = False
@@ -711,6 +722,10 @@ class _Telemetry(_Strict):
     poll_interval: float = Field(0.2, gt=0, le=10)
 
 
+class _Transparency(_Strict):
+    sth_interval: float = Field(60.0, ge=0, le=86_400)
+
+
 class _File(_Strict):
     home: str | None = None
     store: str | None = None
@@ -729,6 +744,7 @@ class _File(_Strict):
     intent: _Intent = _Intent()
     credentials: _Credentials = _Credentials()
     telemetry: _Telemetry = _Telemetry()
+    transparency: _Transparency = _Transparency()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -788,7 +804,7 @@ _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", 
               "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server", "intent", "credentials",
-              "telemetry"}
+              "telemetry", "transparency"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -851,6 +867,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         intent=_intent(f.intent, base, overrides.get("intent")),
         credentials=_credentials(f.credentials, base, keys, overrides.get("credentials")),
         telemetry=_telemetry(f.telemetry, base, overrides.get("telemetry")),
+        transparency=_transparency(f.transparency, overrides.get("transparency")),
         unattended=_flag(overrides.get("unattended", False), "unattended"),
         source=str(file) if file else None,
     )
@@ -919,6 +936,18 @@ def _credentials(c: _Credentials, base: Path, keys: Path, override: Any) -> Cred
     return CredentialsConfig(ttl=c.ttl, issuer=c.issuer,
                              keys=base / Path(c.keys).expanduser() if c.keys else keys / "credentials",
                              tools=tuple(tools))
+
+
+def _transparency(t: _Transparency, override: Any) -> TransparencyConfig:
+    """`transparency`; the override is a `TransparencyConfig` or a mapping of the file's keys."""
+    if isinstance(override, TransparencyConfig):
+        return override
+    if override is not None:
+        try:
+            t = _Transparency.model_validate(override)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "override `transparency`")) from exc
+    return TransparencyConfig(t.sth_interval)
 
 
 def _telemetry(t: _Telemetry, base: Path, override: Any) -> TelemetryConfig:

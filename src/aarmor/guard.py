@@ -37,6 +37,7 @@ from aarmor.model import Identity, ToolSpec
 from aarmor.normalize import normalize_name
 from aarmor.policy import PolicySet, load_builtin, load_policy
 from aarmor.receipts import Keyring, ReceiptSigner
+from aarmor.receipts.transparency import TreeHeadPublisher
 from aarmor.store import Store, open_store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -199,6 +200,10 @@ class Guard:
             self.keyring.close()
             self.store.close()
             raise
+        #: signed tree heads of the receipt transparency log every `transparency.sth_interval` s (0: none)
+        self.tree_heads: TreeHeadPublisher | None = None
+        if config.transparency.sth_interval > 0:
+            self.tree_heads = TreeHeadPublisher(self.store, self.keyring, config.transparency.sth_interval, clock)
         self._closed = False
         if recover:
             self.recover_abandoned()
@@ -354,6 +359,8 @@ class Guard:
         if self._notifications is not None:
             self._notifications.close()
         self.credentials.close()
+        if self.tree_heads is not None:  # before the keyring and the store it signs and reads
+            self.tree_heads.close()
         self.keyring.close()
         self.store.close()
 

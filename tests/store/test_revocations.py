@@ -78,9 +78,10 @@ def test_unrevoke_removes_it_and_is_recorded(store: Store) -> None:
         (1, "revoke", "secops", T0, "compromised"), (2, "unrevoke", "lead", T1, "false alarm")]
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> None:
-    """2 lacks the revocation tables, 3 the credential log, 4 the telemetry spool: each gains what it lacks."""
+    """2 lacks the revocation tables, 3 the credential log, 4 the telemetry spool, 5 the transparency log:
+    each gains what it lacks."""
     from aarmor.store import CredentialEvent
 
     path = tmp_path / f"v{version}.db"
@@ -91,8 +92,11 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         db.execute("DROP TABLE revocation_events")
     if version <= 3:
         db.execute("DROP TABLE credential_log")
-    db.execute("DROP TABLE telemetry_spool")
-    db.execute("DROP TABLE telemetry_cursors")
+    if version <= 4:
+        db.execute("DROP TABLE telemetry_spool")
+        db.execute("DROP TABLE telemetry_cursors")
+    db.execute("DROP TABLE merkle_leaves")
+    db.execute("DROP TABLE tree_heads")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.commit()
     db.close()
@@ -108,8 +112,9 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         assert [e.type for e in s.telemetry_read(0, 10)] == ["policy.loaded"]
         s.telemetry_set_cursor("sink", 1)
         assert s.telemetry_cursor("sink") == 1
+        assert s.tree_size() == 0 and s.tree_heads() == []
     version_now = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version_now) == SCHEMA_VERSION == 5
+    assert int(version_now) == SCHEMA_VERSION == 6
 
 
 def test_the_lookup_searches_the_primary_key_and_never_scans(tmp_path: Path) -> None:

@@ -20,10 +20,11 @@ from aarmor.store.records import (
     ReceiptRecord,
     Revocation,
     RevocationEvent,
+    TreeHead,
 )
 
 __all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord",
-           "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "open_store"]
+           "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "TreeHead", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -6,11 +6,16 @@ first) and its previous hash equals the head's hash (`GENESIS` for the first). B
 two writers cannot fork a chain. Nothing of a chain is ever updated or deleted through this interface
 (pending items, API tokens and identity revocations are state, not chains: they change, and revocations
 keep an append-only history of every change).
+
+INVARIANT (transparency log, docs/transparency.md): every receipt stored gets, in the same transaction,
+the next leaf of one global append-only Merkle tree: leaf i is the i-th receipt committed, its hash
+`receipt_leaf(receipt_hash)`. Leaves and tree heads are never updated or deleted through this interface.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -26,17 +31,25 @@ from aarmor.store.records import (
     ReceiptRecord,
     Revocation,
     RevocationEvent,
+    TreeHead,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.telemetry.events import TelemetryEvent
 
-__all__ = ["PENDING_FIELDS", "Store"]
+__all__ = ["PENDING_FIELDS", "Store", "receipt_leaf"]
 
 log = logging.getLogger("aarmor.store")
 
 #: the fields of a pending item that `pending_update` may change
 PENDING_FIELDS = frozenset({"status", "deadline", "owner", "lease_until", "body", "outcome"})
+
+
+def receipt_leaf(receipt_hash: str) -> bytes:
+    """The transparency-log leaf hash of a receipt: RFC 6962 SHA-256(0x00 || leaf data), the leaf data
+    being the ASCII text of its `receipt_hash` (`sha256:<hex>`), which commits to the whole signed receipt
+    (aarmor.receipts.sign). Kept here, not in aarmor.receipts, so the store needs no receipts import."""
+    return hashlib.sha256(b"\x00" + receipt_hash.encode("ascii")).digest()
 
 
 class Store(ABC):
@@ -196,6 +209,36 @@ class Store(ABC):
     def telemetry_span(self) -> tuple[int, int, int]:
         """(events in the spool, lowest seq, highest seq ever assigned); (0, 0, last) when empty."""
 
+    # --- the receipt transparency log (aarmor.receipts.transparency; docs/transparency.md) ----------------
+    @abstractmethod
+    def _insert_leaf(self, receipt_id: str, leaf: bytes) -> None:
+        """Append the next leaf (index = the number of leaves before it) inside the current transaction.
+        Called by the appends below right after `_insert_receipt`, never on its own."""
+
+    @abstractmethod
+    def tree_size(self) -> int:
+        """The number of leaves (committed receipts since the log began)."""
+
+    @abstractmethod
+    def tree_leaves(self, end: int, start: int = 0) -> list[bytes]:
+        """Leaf hashes with index in [start, end), in index order (fewer if the log is shorter)."""
+
+    @abstractmethod
+    def tree_leaf_index(self, receipt_id: str) -> tuple[int, bytes] | None:
+        """(index, leaf hash) of a receipt's leaf, or None if it has none."""
+
+    @abstractmethod
+    def tree_head_append(self, head: TreeHead) -> None:
+        """Record a published signed tree head (append-only; several heads may have the same size)."""
+
+    @abstractmethod
+    def tree_heads(self, *, tree_size: int | None = None) -> list[TreeHead]:
+        """Published tree heads in publication order; with `tree_size`, only the heads of that size."""
+
+    @abstractmethod
+    def tree_head_latest(self) -> TreeHead | None:
+        """The head published last, or None."""
+
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:
         return self._log_head(session_id)
@@ -225,6 +268,7 @@ class Store(ABC):
             _check_link(self._receipt_head(rec.session_id), rec.seq, rec.prev_receipt_hash, rec.session_id,
                         "receipt")
             self._insert_receipt(rec)
+            self._insert_leaf(rec.receipt_id, receipt_leaf(rec.receipt_hash))
 
     def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
         """Append several entries atomically (one durable commit): all of them or none.
@@ -241,6 +285,7 @@ class Store(ABC):
                 _check_link(self._receipt_head(r.session_id), r.seq, r.prev_receipt_hash, r.session_id,
                             "receipt")
                 self._insert_receipt(r)
+                self._insert_leaf(r.receipt_id, receipt_leaf(r.receipt_hash))
             if self.telemetry_projector is not None:
                 for ev in self._project(logs, receipts):
                     self._insert_telemetry(ev)

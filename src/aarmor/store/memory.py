@@ -19,6 +19,7 @@ from aarmor.store.records import (
     ReceiptRecord,
     Revocation,
     RevocationEvent,
+    TreeHead,
 )
 from aarmor.telemetry.events import TelemetryEvent
 
@@ -42,6 +43,9 @@ class MemoryStore(Store):
         self._spool_ids: set[str] = set()
         self._spool_seq = 0
         self._cursors: dict[str, int] = {}
+        self._leaves: list[bytes] = []
+        self._leaf_index: dict[str, int] = {}
+        self._tree_heads: list[TreeHead] = []
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -53,6 +57,10 @@ class MemoryStore(Store):
                     if kind == "log":
                         assert isinstance(rec, LogRecord)
                         self._logs.setdefault(rec.session_id, []).append(rec)
+                    elif kind == "leaf":
+                        rid, leaf = rec
+                        self._leaf_index[rid] = len(self._leaves)
+                        self._leaves.append(leaf)
                     elif kind == "telemetry":
                         assert isinstance(rec, TelemetryEvent)
                         if rec.event_id not in self._spool_ids:
@@ -65,6 +73,36 @@ class MemoryStore(Store):
                         self._by_id[rec.receipt_id] = rec
             finally:
                 self._pending = None
+
+    # --- the transparency log ------------------------------------------------------------------------------
+    def _insert_leaf(self, receipt_id: str, leaf: bytes) -> None:
+        assert self._pending is not None
+        self._pending.append(("leaf", (receipt_id, leaf)))
+
+    def tree_size(self) -> int:
+        with self._lock:
+            return len(self._leaves)
+
+    def tree_leaves(self, end: int, start: int = 0) -> list[bytes]:
+        with self._lock:
+            return self._leaves[max(start, 0):max(end, 0)]
+
+    def tree_leaf_index(self, receipt_id: str) -> tuple[int, bytes] | None:
+        with self._lock:
+            i = self._leaf_index.get(receipt_id)
+            return None if i is None else (i, self._leaves[i])
+
+    def tree_head_append(self, head: TreeHead) -> None:
+        with self._lock:
+            self._tree_heads.append(head)
+
+    def tree_heads(self, *, tree_size: int | None = None) -> list[TreeHead]:
+        with self._lock:
+            return [h for h in self._tree_heads if tree_size is None or h.tree_size == tree_size]
+
+    def tree_head_latest(self) -> TreeHead | None:
+        with self._lock:
+            return self._tree_heads[-1] if self._tree_heads else None
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:

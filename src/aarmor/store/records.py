@@ -16,6 +16,7 @@ __all__ = [
     "ReceiptRecord",
     "Revocation",
     "RevocationEvent",
+    "TreeHead",
 ]
 
 #: previous-hash of the first entry of every chain
@@ -159,3 +160,19 @@ class CredentialEvent:
     expires_at: str
     #: released: how the tool's run ended; release_failed: the error
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A signed tree head of the receipt transparency log (aarmor.receipts.transparency, docs/transparency.md).
+
+    `root_hash` (hex) is the RFC 6962 Merkle tree hash of the first `tree_size` receipt leaves; `signature`
+    (base64 Ed25519 by `key_id`) covers `aarmor.receipts.transparency.tree_head_signing_bytes`. The store
+    keeps every head it published, append-only, in publication order.
+    """
+
+    tree_size: int
+    root_hash: str
+    timestamp: str
+    key_id: str
+    signature: str

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aarmor.errors import StoreError
-from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.base import PENDING_FIELDS, Store, receipt_leaf
 from aarmor.store.records import (
     ApiToken,
     CredentialEvent,
@@ -26,15 +26,17 @@ from aarmor.store.records import (
     ReceiptRecord,
     Revocation,
     RevocationEvent,
+    TreeHead,
 )
 from aarmor.telemetry.events import TelemetryEvent
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
-#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log; 4 -> telemetry spool
-_UPGRADES_FROM = {1, 2, 3, 4}
+#: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log; 4 -> telemetry spool;
+#: 5 -> the transparency log (merkle_leaves, backfilled from the receipts already stored, and tree_heads)
+_UPGRADES_FROM = {1, 2, 3, 4, 5}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +84,14 @@ CREATE TABLE IF NOT EXISTS telemetry_spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS telemetry_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS merkle_leaves (
+    leaf_index INTEGER PRIMARY KEY, receipt_id TEXT NOT NULL UNIQUE, leaf_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tree_heads (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, tree_size INTEGER NOT NULL, root_hash TEXT NOT NULL,
+    timestamp TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tree_heads_size ON tree_heads (tree_size);
 """
 
 #: keys per revocation lookup: each is one `(kind=? AND value=?)` term of an OR, which SQLite answers with
@@ -121,8 +131,7 @@ class SqliteStore(Store):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
             if int(found) in _UPGRADES_FROM:
-                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-                found = SCHEMA_VERSION
+                found = self._upgrade()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store `{self.path}`: {exc}") from exc
         if int(found) != SCHEMA_VERSION:
@@ -140,6 +149,27 @@ class SqliteStore(Store):
         self._heads: dict[tuple[str, str], tuple[int, str] | None] = {}
         self._seen: tuple[int, int] | None = None  # (data_version, total_changes) after our last commit
         self._in_txn = False
+
+    def _upgrade(self) -> int:
+        """Move an older store to SCHEMA_VERSION in one transaction (two processes opening it at once:
+        the second sees the new version and does nothing). Receipts stored before version 6 become the
+        first leaves of the transparency log, in their insertion (rowid) order."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            found = int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            if found in _UPGRADES_FROM:
+                if found < 6 and not self._db.execute("SELECT 1 FROM merkle_leaves LIMIT 1").fetchone():
+                    rows = self._db.execute("SELECT receipt_id, receipt_hash FROM receipts ORDER BY rowid").fetchall()
+                    self._db.executemany("INSERT INTO merkle_leaves VALUES (?,?,?)",
+                                         ((i, rid, receipt_leaf(h)) for i, (rid, h) in enumerate(rows)))
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                found = SCHEMA_VERSION
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        return found
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
@@ -373,6 +403,42 @@ class SqliteStore(Store):
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq", ())]  # type: ignore[arg-type]
+
+    # --- the transparency log ------------------------------------------------------------------------------
+    def _insert_leaf(self, receipt_id: str, leaf: bytes) -> None:
+        # the next index is max + 1: one search at the end of the primary-key b-tree, not a count
+        self._db.execute("INSERT INTO merkle_leaves VALUES ((SELECT coalesce(max(leaf_index) + 1, 0) FROM "
+                         "merkle_leaves), ?, ?)", (receipt_id, leaf))
+
+    def tree_size(self) -> int:
+        row = self._one("SELECT coalesce(max(leaf_index) + 1, 0) FROM merkle_leaves", ())
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def tree_leaves(self, end: int, start: int = 0) -> list[bytes]:
+        rows = self._all("SELECT leaf_hash FROM merkle_leaves WHERE leaf_index >= ? AND leaf_index < ? "
+                         "ORDER BY leaf_index", (start, end))
+        return [bytes(r[0]) for r in rows]  # type: ignore[call-overload]
+
+    def tree_leaf_index(self, receipt_id: str) -> tuple[int, bytes] | None:
+        row = self._one("SELECT leaf_index, leaf_hash FROM merkle_leaves WHERE receipt_id=?", (receipt_id,))
+        return (int(row[0]), bytes(row[1])) if row else None  # type: ignore[call-overload]
+
+    def tree_head_append(self, head: TreeHead) -> None:
+        with self._txn():
+            self._db.execute("INSERT INTO tree_heads (tree_size, root_hash, timestamp, key_id, signature) "
+                             "VALUES (?,?,?,?,?)", (head.tree_size, head.root_hash, head.timestamp, head.key_id,
+                                                    head.signature))
+
+    def tree_heads(self, *, tree_size: int | None = None) -> list[TreeHead]:
+        cols = "SELECT tree_size, root_hash, timestamp, key_id, signature FROM tree_heads"
+        rows = (self._all(cols + " ORDER BY seq", ()) if tree_size is None
+                else self._all(cols + " WHERE tree_size=? ORDER BY seq", (tree_size,)))
+        return [TreeHead(*r) for r in rows]  # type: ignore[arg-type]
+
+    def tree_head_latest(self) -> TreeHead | None:
+        row = self._one("SELECT tree_size, root_hash, timestamp, key_id, signature FROM tree_heads "
+                        "ORDER BY seq DESC LIMIT 1", ())
+        return TreeHead(*row) if row else None  # type: ignore[arg-type]
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:
