@@ -14,17 +14,16 @@ import pytest
 from aarmor.errors import ChainError
 from aarmor.store import GENESIS, ReceiptRecord, TreeHead
 from aarmor.store.base import receipt_leaf
-from aarmor.store.memory import MemoryStore
 from aarmor.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.pg_support import BACKENDS, backend
 
 T = "2026-11-29T10:00:00.000Z"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def store(request: Any, tmp_path: Path) -> Iterator[Any]:
-    s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    yield s
-    s.close()
+    with backend(request.param, tmp_path / "s.db") as s:
+        yield s
 
 
 def rec(session: str, seq: int, prev: str = GENESIS) -> ReceiptRecord:

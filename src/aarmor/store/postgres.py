@@ -32,6 +32,7 @@ from aarmor.store.records import (
     ReceiptRecord,
     Revocation,
     RevocationEvent,
+    TreeHead,
 )
 from aarmor.telemetry.events import TelemetryEvent
 
@@ -39,6 +40,9 @@ __all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
 
 PG_SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x6161726D  # "aarm": one advisory lock id for schema creation and upgrades
+#: the transparency log's leaves are one total order over every session's receipts: appending a leaf takes
+#: this lock (transaction-scoped), so two commits in different sessions never take the same index
+_LEAF_LOCK = 0x6161726E
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 _SCHEMA = """
@@ -87,6 +91,14 @@ CREATE TABLE IF NOT EXISTS telemetry_spool (
     seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS telemetry_cursors (sink TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS merkle_leaves (
+    leaf_index BIGINT PRIMARY KEY, receipt_id TEXT NOT NULL UNIQUE, leaf_hash BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tree_heads (
+    seq BIGSERIAL PRIMARY KEY, tree_size BIGINT NOT NULL, root_hash TEXT NOT NULL, timestamp TEXT NOT NULL,
+    key_id TEXT NOT NULL, signature TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tree_heads_size ON tree_heads (tree_size);
 """
 
 
@@ -360,6 +372,42 @@ class PostgresStore(Store):
 
     def revocation_history(self) -> list[RevocationEvent]:
         return [RevocationEvent(*r) for r in self._all("SELECT * FROM revocation_events ORDER BY seq")]
+
+    # --- the transparency log (aarmor.receipts.transparency) ---------------------------------------------
+    def _insert_leaf(self, receipt_id: str, leaf: bytes) -> None:
+        self._x("SELECT pg_advisory_xact_lock(%s)", (_LEAF_LOCK,))
+        self._x("INSERT INTO merkle_leaves VALUES ((SELECT coalesce(max(leaf_index) + 1, 0) FROM merkle_leaves), "
+                "%s, %s)", (receipt_id, leaf))
+
+    def tree_size(self) -> int:
+        row = self._one("SELECT coalesce(max(leaf_index) + 1, 0) FROM merkle_leaves")
+        return int(row[0]) if row else 0
+
+    def tree_leaves(self, end: int, start: int = 0) -> list[bytes]:
+        rows = self._all("SELECT leaf_hash FROM merkle_leaves WHERE leaf_index >= %s AND leaf_index < %s "
+                         "ORDER BY leaf_index", (start, end))
+        return [bytes(r[0]) for r in rows]
+
+    def tree_leaf_index(self, receipt_id: str) -> tuple[int, bytes] | None:
+        row = self._one("SELECT leaf_index, leaf_hash FROM merkle_leaves WHERE receipt_id=%s", (receipt_id,))
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def tree_head_append(self, head: TreeHead) -> None:
+        with self._txn():
+            self._x("INSERT INTO tree_heads (tree_size, root_hash, timestamp, key_id, signature) "
+                    "VALUES (%s,%s,%s,%s,%s)", (head.tree_size, head.root_hash, head.timestamp, head.key_id,
+                                                head.signature))
+
+    def tree_heads(self, *, tree_size: int | None = None) -> list[TreeHead]:
+        cols = "SELECT tree_size, root_hash, timestamp, key_id, signature FROM tree_heads"
+        rows = (self._all(cols + " ORDER BY seq") if tree_size is None
+                else self._all(cols + " WHERE tree_size=%s ORDER BY seq", (tree_size,)))
+        return [TreeHead(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def tree_head_latest(self) -> TreeHead | None:
+        row = self._one("SELECT tree_size, root_hash, timestamp, key_id, signature FROM tree_heads "
+                        "ORDER BY seq DESC LIMIT 1")
+        return TreeHead(int(row[0]), row[1], row[2], row[3], row[4]) if row else None
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:
