@@ -57,8 +57,8 @@ from aarmor.deferrals.service import DeferralDesk
 from aarmor.errors import ActionDenied, InputError, OutputWithheld, ToolFailed
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
-from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
 from aarmor.metatools import Unwrapped, rewrap, unwrap
+from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
 from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
