@@ -239,3 +239,5 @@ def loads_strict(text: str | bytes) -> Any:
         return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc}") from exc
+    except RecursionError:  # `[[[[...` deeper than the decoder's stack: untrusted input, not a crash
+        raise InputError("invalid JSON: nested too deeply") from None

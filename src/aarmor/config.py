@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aarmor.errors import ConfigError
 from aarmor.limits import Limits
+from aarmor.metatools import BUILTIN_META_TOOLS, MetaTool
 
 __all__ = [
     "AccessTokenToolConfig",
@@ -81,6 +82,8 @@ class ToolConfig:
     trusted: bool = False
     operation: str | None = None
     classes: tuple[str, ...] = ()
+    #: the tool is a meta-tool: policy judges the tool its arguments name (aarmor.metatools)
+    meta: MetaTool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +464,12 @@ class Config:
     unattended: bool = False
     source: str | None = None
 
+    @property
+    def meta_tools(self) -> dict[str, MetaTool]:
+        """Meta-tools resolved before policy: AARM 4.3's built-in examples and `tools.<name>.meta`."""
+        declared = {k: t.meta for k, t in self.tools.items() if t.meta is not None}
+        return {**BUILTIN_META_TOOLS, **declared} if declared else BUILTIN_META_TOOLS
+
 
 # --- the file schema (edge only) --------------------------------------------------------------------
 
@@ -468,11 +477,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Meta(_Strict):
+    #: the argument (or arguments, joined with `.`) that names the real tool
+    tool: str | list[str]
+    #: the argument holding the real tool's arguments; absent: the wrapper's other arguments
+    arguments: str | None = None
+
+
 class _Tool(_Strict):
     returns: list[str] = Field(default_factory=list)
     trusted: bool = False
     operation: str | None = None
     classes: list[str] | None = None
+    meta: _Meta | None = None
 
     @field_validator("classes")
     @classmethod
@@ -755,6 +772,15 @@ class _File(_Strict):
         return {normalize_name(k): t for k, t in v.items()}
 
 
+def _meta_tool(m: _Meta | None) -> MetaTool | None:
+    if m is None:
+        return None
+    names = (m.tool,) if isinstance(m.tool, str) else tuple(m.tool)
+    if not names or not all(names):
+        raise ConfigError("tools.<name>.meta.tool: name the argument(s) that carry the real tool's name")
+    return MetaTool(names, m.arguments)
+
+
 def default_home() -> Path:
     """`$AARMOR_HOME`, else the per-user data directory (e.g. ~/.local/share/aarmor)."""
     env = os.environ.get("AARMOR_HOME")
@@ -851,7 +877,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         identity_delegation=overrides.get("identity_delegation") or DelegationConfig(
             **f.identity.delegation.model_dump()),
         tools=overrides.get("tools") or {k: ToolConfig(tuple(t.returns), t.trusted, t.operation,
-                                                                    tuple(t.classes or ()))
+                                                                    tuple(t.classes or ()), _meta_tool(t.meta))
                                          for k, t in f.tools.items()},
         classification=overrides.get("classification") or ClassificationConfig(tuple(cls.levels),
                                                                                  cls.unclassified),

@@ -58,6 +58,7 @@ from aarmor.deferrals.service import DeferralDesk
 from aarmor.errors import ActionDenied, ChainError, InputError, OutputWithheld, ToolFailed
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
+from aarmor.metatools import Unwrapped, rewrap, unwrap
 from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
 from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
@@ -124,6 +125,8 @@ class _Call:
     run_params: FrozenMap | None = None
     snapshot: ContextSnapshot | None = None
     depends_on: tuple[str, ...] = ()
+    #: the meta-tool wrapper(s) this call came in (the tool runs with `rewrap`ped arguments)
+    meta: Unwrapped | None = None
     approval_source: str = "step_up"
     log_seq: int | None = None
     context_hash: str | None = None
@@ -186,7 +189,7 @@ class Mediator:
             self._mark_started(call)
             try:
                 with binding(call.credential):
-                    call.output = execute(thaw(call.run_params))
+                    call.output = execute(self._tool_args(call))
             except BaseException as exc:  # the tool's own failure: recorded, then re-raised
                 call.tool_error = exc
             self._mark_completed(call)
@@ -213,7 +216,7 @@ class Mediator:
                 self._mark_started(call)
                 try:
                     with binding(call.credential):  # an awaited tool runs in this task: it sees the credential
-                        result = execute(thaw(call.run_params))
+                        result = execute(self._tool_args(call))
                         call.output = await result if inspect.isawaitable(result) else result
                 except BaseException as exc:
                     call.tool_error = exc
@@ -268,8 +271,22 @@ class Mediator:
         if operation is None and self._cfg.tools and isinstance(tool, str):
             declared = self._cfg.tools.get(normalize_name(tool))  # `tools: {name: {operation: ...}}`
             operation = declared.operation if declared is not None else None
+        # AARM 2.1/4.3: a meta-tool (`execute_tool {tool: shell}`) is judged as the tool it runs; the
+        # wrapper's name stays on the action as `raw_tool` (see aarmor.metatools)
+        meta = unwrap(tool, arguments, self._cfg.meta_tools)
+        if meta is not None:
+            action = normalize_action(meta.tool, meta.arguments, operation=None, identity=st.identity,
+                                      session_id=st.session_id, now=now, action_id=action_id,
+                                      limits=self._cfg.limits)
+            return dataclasses.replace(action, raw_tool=tool)
         return normalize_action(tool, arguments, operation=operation, identity=st.identity,
                                 session_id=st.session_id, now=now, action_id=action_id, limits=self._cfg.limits)
+
+    def _tool_args(self, call: _Call) -> dict[str, Any]:
+        """The arguments the tool runs with: the allowed ones, put back into a meta-tool's wrapper."""
+        assert call.run_params is not None
+        args: dict[str, Any] = thaw(call.run_params)
+        return rewrap(call.meta, args) if call.meta is not None else args
 
     def _decide(self, st: SessionState, action: Action, now: datetime) -> tuple[Decision, Action, str | None]:
         decision, action, flag, _ = self._decide_with(st, action, now)
@@ -314,6 +331,8 @@ class Mediator:
             call = _Call(st, action, decision, decision, now, params_view,
                          action.parameters_digest or parameters_digest(action.parameters), flag=flag,
                          snapshot=snapshot, depends_on=deps)
+            if action.raw_tool is not None:
+                call.meta = unwrap(tool, arguments, self._cfg.meta_tools)
             if decision.result in (D.ALLOW, D.MODIFY):
                 call.run_params = self._run_params(action, decision)
             if decision.result is not D.DENY:

@@ -37,8 +37,17 @@ __all__ = [
     "host_in",
 ]
 
-_EMAIL = re.compile(r"[\w.+'-]+@([\w-]+(?:\.[\w-]+)+)")
+# The host after EVERY `@`, local part or not: `bob@company.com@evil.com` and `"bob@company.com"@evil.com`
+# are delivered to evil.com by some mail systems, so each domain that follows an `@` counts (a false
+# positive is a DENY, never a bypass); an address literal `bob@[1.2.3.4]` names its IP.
+_EMAIL = re.compile(r"@(\[[^\]\s]*\]|[\w-]+(?:\.[\w-]+)+)")
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/\s@?#]*@)?(\[[^\]]*\]|[^/\s:?#]+)")
+# WHATWG URL parsing (browsers, Node's fetch) skips any run of `/` and `\` after a special scheme, even
+# none: `https:/evil.com`, `https:\\evil.com` and `https:evil.com` all fetch evil.com.
+_SPECIAL_URL = re.compile(r"(?i:https?|wss?|ftp):[/\\]*(?:[^/\\\s@?#]*@)?(\[[^\]]*\]|[^/\\\s:?#]+)")
+_SPECIAL_SCHEME = re.compile(r"(?i:https?|wss?|ftp):")
+# UTS 46 maps these to `.` (IDNA label separators): `evil。com` is evil.com to a resolver.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _BARE = re.compile(r"(?://)?([\w-]+(?:\.[\w-]+)+)\.?(?::\d+)?(?:[/?#]\S*)?")
 _PLAIN_ADDR = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
@@ -63,12 +72,16 @@ def extract_hosts(v: Any) -> list[str]:
     """
     hosts: list[str] = []
     for s in _strings(v):
+        if not s.isascii():
+            s = s.translate(_DOTS)
         if "@" in s and s.count("@") == 1 and _PLAIN_ADDR.fullmatch(s):  # fast path: one plain address
             found = [s.rpartition("@")[2]]
         else:
             found = [m.group(1) for m in _EMAIL.finditer(s)] if "@" in s else []
         if "://" in s:
             found += [m.group(1) for m in _URL.finditer(s)]
+        if ":" in s and _SPECIAL_SCHEME.search(s):
+            found += [m.group(1) for m in _SPECIAL_URL.finditer(s)]
         if not found and "." in s:
             # A host written without a scheme (`evil.com/x`, `//evil.com/x`, `evil.com:8080`) still names
             # its host: leaving out `https://` must not turn an external destination into "no host".

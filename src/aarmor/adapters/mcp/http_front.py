@@ -52,6 +52,7 @@ from .jsonrpc import (
     error,
     is_request,
     is_response,
+    parse,
 )
 from .router import ClientSession
 
@@ -255,9 +256,9 @@ class HttpFront:
             await _error(send, 413, f"Payload Too Large: request body over {limit} bytes", headers=extra)
             return None
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            await _error(send, 400, f"parse error: {exc}", code=PARSE_ERROR, headers=extra)
+            return parse(body)  # strict: duplicate keys, NaN, overflowing numbers, deep nesting refused
+        except RemoteError as exc:
+            await _error(send, 400, exc.message, code=PARSE_ERROR, headers=extra)
             return None
 
     async def _open(self, h: dict[str, str], receive: Receive, send: Send, identity: Identity,

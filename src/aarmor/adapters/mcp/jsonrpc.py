@@ -14,7 +14,7 @@ __all__ = [
     "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "PARSE_ERROR",
     "UPSTREAM_UNAVAILABLE", "LineTooLong", "Message", "RemoteError", "check", "dumps", "error", "is_notification",
     "is_request",
-    "is_response", "loads", "obj", "read_messages", "result",
+    "is_response", "loads", "obj", "parse", "read_messages", "result",
 ]
 
 Message = dict[str, Any]
@@ -69,18 +69,51 @@ def error(rid: Any, code: int, message: str, data: Any = None) -> Message:
     return {"jsonrpc": "2.0", "id": rid, "error": RemoteError(code, message, data).to_error()}
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # `{"name": "shell", "name": "read_file"}`: parsers disagree on which key wins (Python: the last, some
+    # others: the first), so a message the gateway judged one way could run another way downstream. Refused.
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key `{k}` in a JSON object")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"`{name}` is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # `1e309` overflows to infinity: not a JSON number we can carry
+        raise ValueError(f"number `{text[:40]}` is out of range")
+    return value
+
+
+def parse(raw: bytes | str) -> Any:
+    """Decoded JSON from a client, strictly: duplicate keys, NaN/Infinity and numbers that overflow are
+    errors, and nesting too deep for the decoder is a parse error (not a RecursionError).
+
+    Raises:
+        RemoteError: PARSE_ERROR, saying why.
+    """
+    try:
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteError(PARSE_ERROR, f"parse error: {exc}") from None
+    except RecursionError:
+        raise RemoteError(PARSE_ERROR, "parse error: JSON nested too deeply") from None
+
+
 def loads(raw: bytes | str) -> Message:
-    """One message off the wire.
+    """One message off the wire (parsed with `parse`).
 
     Raises:
         RemoteError: not JSON (PARSE_ERROR) or not a JSON-RPC 2.0 object (INVALID_REQUEST); JSON-RPC batches
             were removed from MCP in 2025-06-18 and are refused too.
     """
-    try:
-        m = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RemoteError(PARSE_ERROR, f"parse error: {exc}") from None
-    return check(m)
+    return check(parse(raw))
 
 
 def check(m: Any) -> Message:
