@@ -93,6 +93,8 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         db.execute("DROP TABLE credential_log")
     db.execute("DROP TABLE telemetry_spool")
     db.execute("DROP TABLE telemetry_cursors")
+    db.execute("DROP TABLE inflight")
+    db.execute("DROP TABLE owners")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.commit()
     db.close()
@@ -109,7 +111,7 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         s.telemetry_set_cursor("sink", 1)
         assert s.telemetry_cursor("sink") == 1
     version_now = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version_now) == SCHEMA_VERSION == 5
+    assert int(version_now) == SCHEMA_VERSION == 6
 
 
 def test_the_lookup_searches_the_primary_key_and_never_scans(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ from aarmor.errors import StoreError
 from aarmor.store.base import Store
 from aarmor.store.records import (
     GENESIS,
+    RECOVERED,
     REVOCATION_KINDS,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -22,8 +24,8 @@ from aarmor.store.records import (
     RevocationEvent,
 )
 
-__all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord",
-           "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "open_store"]
+__all__ = ["GENESIS", "RECOVERED", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "InflightRecord", "LogRecord",
+           "PendingRecord", "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:
