@@ -462,6 +462,10 @@ class Config:
     #: nobody will approve or resolve (offline runs, benchmarks): STEP_UP and DEFER end at once, not
     #: executed, as `ActionDenied` whose decision keeps STEP_UP or DEFER (`Guard.open(unattended=True)`)
     unattended: bool = False
+    #: seconds a Guard's owner lease lasts (renewed every third): a process silent for longer is taken for
+    #: dead and its in-flight actions end as "unknown: process ended" (`recovery.lease_seconds`,
+    #: docs/durability.md)
+    recovery_lease: float = 30.0
     source: str | None = None
 
     @property
@@ -743,6 +747,10 @@ class _Transparency(_Strict):
     sth_interval: float = Field(60.0, ge=0, le=86_400)
 
 
+class _Recovery(_Strict):
+    lease_seconds: float = Field(30.0, ge=1, le=600)
+
+
 class _File(_Strict):
     home: str | None = None
     store: str | None = None
@@ -762,6 +770,7 @@ class _File(_Strict):
     credentials: _Credentials = _Credentials()
     telemetry: _Telemetry = _Telemetry()
     transparency: _Transparency = _Transparency()
+    recovery: _Recovery = _Recovery()
     limits: Any = Field(default_factory=_LimitsModel)  # a `_LimitsModel`, built from `Limits`' fields
 
     @field_validator("tools")
@@ -830,7 +839,7 @@ _OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", 
               "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server", "intent", "credentials",
-              "telemetry", "transparency"}
+              "telemetry", "transparency", "recovery_lease"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -895,6 +904,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         telemetry=_telemetry(f.telemetry, base, overrides.get("telemetry")),
         transparency=_transparency(f.transparency, overrides.get("transparency")),
         unattended=_flag(overrides.get("unattended", False), "unattended"),
+        recovery_lease=_lease(overrides.get("recovery_lease", f.recovery.lease_seconds)),
         source=str(file) if file else None,
     )
     if not isinstance(cfg.identity_delegation, DelegationConfig):
@@ -905,6 +915,13 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError("configuration: identity mode `jwt` needs an `identity.jwt` section "
                           "(issuer, audience, and jwks_file or jwks_url)")
     return cfg
+
+
+def _lease(value: Any) -> float:
+    """`recovery.lease_seconds` (or the `recovery_lease` override): 0.1 to 600 seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 600:
+        raise ConfigError(f"recovery lease must be a number of seconds from 0.1 to 600, found `{value!r}`")
+    return float(value)
 
 
 def _jwt(j: _Jwt | None, base: Path, override: Any) -> JwtConfig | None:

@@ -109,6 +109,13 @@ class StoreError(AarmorError):
     """The store could not read or write durably. Mediation fails closed on it."""
 
 
+class ProcessEnded(AarmorError):
+    """The process that mediated an action ended between its `action_requested` entry and its outcome.
+
+    Crash recovery records it as the action's error: whether the tool ran is unknown (docs/durability.md).
+    """
+
+
 class ActionDenied(AarmorError):
     """Raised by `Session.invoke` when an action did not run.
 

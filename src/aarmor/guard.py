@@ -38,7 +38,8 @@ from aarmor.normalize import normalize_name
 from aarmor.policy import PolicySet, load_builtin, load_policy
 from aarmor.receipts import Keyring, ReceiptSigner
 from aarmor.receipts.transparency import TreeHeadPublisher
-from aarmor.store import Store, open_store
+from aarmor.recovery import OwnerLease, new_owner, recover_actions
+from aarmor.store import RECOVERED, Store, open_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.adapters.sdk import Session
@@ -204,9 +205,19 @@ class Guard:
         self.tree_heads: TreeHeadPublisher | None = None
         if config.transparency.sth_interval > 0:
             self.tree_heads = TreeHeadPublisher(self.store, self.keyring, config.transparency.sth_interval, clock)
+        #: this Guard as the owner of the actions it mediates; its lease says it is alive (docs/durability.md)
+        self.owner = new_owner()
+        self.store.owner = self.owner
+        self._lease = OwnerLease(self.store, self.owner, config.recovery_lease)
         self._closed = False
+        try:
+            self._lease.start()
+        except BaseException:
+            self.close()
+            raise
         if recover:
             self.recover_abandoned()
+            self.recover_actions()
 
     @classmethod
     def open(cls, config: str | os.PathLike[str] | Config | None = None, **overrides: Any) -> Guard:
@@ -302,6 +313,10 @@ class Guard:
                     "reason": "waiting caller ended", "ended_at": format_ts(now)})
                 if claimed is None:
                     continue
+                held = self.store.inflight_owner(rec.session_id, rec.action_id)
+                if held == RECOVERED or (held not in (None, self.owner) and
+                                         not self.store.inflight_claim(rec.session_id, rec.action_id, held)):
+                    continue  # its end is (being) recorded by `recover_actions`
                 try:
                     st = self._state(rec.session_id, Identity.from_json(rec.body["action"]["identity"]))
                     receipt = self.mediator.close_abandoned(st, claimed)
@@ -311,6 +326,16 @@ class Guard:
                 if receipt:
                     done.append(receipt)
         return done
+
+    def recover_actions(self) -> list[str]:
+        """End with an "unknown: process ended" receipt every action a dead process left between its
+        `action_requested` entry and its outcome (docs/durability.md).
+
+        A process is dead when its owner lease (`recovery.lease_seconds`) ran out. Run at start-up after
+        `recover_abandoned`; safe from several processes and while others mediate (each action is claimed
+        by compare-and-set; a live process's actions are never touched). Returns receipt ids.
+        """
+        return recover_actions(self.store, self.mediator, self.owner, self._state)
 
     def _resume(self, sid: str) -> SessionContext:
         try:
@@ -358,6 +383,7 @@ class Guard:
             self.telemetry.close()
         if self._notifications is not None:
             self._notifications.close()
+        self._lease.close()  # after the waiters' outcomes are written: nothing of ours is left to recover
         self.credentials.close()
         if self.tree_heads is not None:  # before the keyring and the store it signs and reads
             self.tree_heads.close()

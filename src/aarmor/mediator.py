@@ -55,7 +55,7 @@ from aarmor.context.risk import session_risk
 from aarmor.credentials.model import Credential, binding
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
-from aarmor.errors import ActionDenied, ChainError, InputError, OutputWithheld, ToolFailed
+from aarmor.errors import ActionDenied, ChainError, InputError, OutputWithheld, ProcessEnded, ToolFailed
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
 from aarmor.metatools import Unwrapped, rewrap, unwrap
@@ -63,12 +63,12 @@ from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, Froz
 from aarmor.normalize import normalize_action, normalize_name
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
-from aarmor.store import GENESIS, PendingRecord, Store
+from aarmor.store import GENESIS, LogRecord, PendingRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.credentials.broker import CredentialBroker
 
-__all__ = ["HANDLE_PREFIX", "Mediator", "SessionState"]
+__all__ = ["HANDLE_PREFIX", "PROCESS_ENDED", "Mediator", "SessionState"]
 
 #: an argument string holding `aarmor:result:<action_id>` makes the call depend on that action (AARM R4)
 HANDLE_PREFIX = "aarmor:result:"
@@ -78,6 +78,8 @@ _MAX_FLIGHTS = 10_000
 #: seconds between re-evaluations of a deferred action when nothing it depends on has changed
 _REEVALUATE_EVERY = 5.0
 _ACTION_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
+#: the outcome crash recovery records for an action whose process ended before its outcome was written
+PROCESS_ENDED = "unknown: process ended"
 
 log = logging.getLogger("aarmor.mediator")
 
@@ -145,6 +147,8 @@ class _Call:
     delivered: Any = _RAW
     #: the just-in-time credential the tool runs with (AARM R9), until released
     credential: Credential | None = None
+    #: crash recovery ends this call: whose it was and who recovered it (`enforcement.recovered`)
+    recovered: dict[str, Any] | None = None
 
 
 class Mediator:
@@ -787,6 +791,39 @@ class Mediator:
             return denied.receipt_id
         return None  # pragma: no cover (a call without execution always ends in ActionDenied)
 
+    def close_interrupted(self, st: SessionState, requested: LogRecord, *, owner: str, recovered_by: str) -> str:
+        """Record the end of an action whose process ended after its `action_requested` entry committed and
+        before its outcome did: the tool may or may not have run, so the outcome entry and the receipt say
+        "unknown: process ended" (executed unknown, success null), never "not executed".
+
+        The in-flight row must already be claimed by this process (`Store.inflight_claim`, compare-and-set,
+        so only one process does this). Returns the receipt id.
+
+        Raises:
+            ChainError: another writer moved the session's chains meanwhile (resume the session, retry).
+            StoreError: the store could not write.
+        """
+        body = requested.body
+        act = body["action"]
+        action = Action.from_json(act, parameters_digest=str(act.get("parameters_digest") or ""))
+        decision = Decision.from_json(body["decision"])
+        now = self._clock()
+        recovered = {"owner": owner, "recovered_by": recovered_by, "recovered_at": format_ts(now)}
+        final = dataclasses.replace(decision, reason=f"{PROCESS_ENDED} (owner {owner}) after the decision: "
+                                                     f"{decision.reason}")
+        call = _Call(st, action, decision, final, now, dict(act.get("parameters") or {}),
+                     action.parameters_digest or parameters_digest(action.parameters), log_seq=requested.seq,
+                     context_hash=requested.entry_hash, requested_logged=True, error=ProcessEnded(PROCESS_ENDED),
+                     recovered=recovered)
+        call.execution = {"started_at": None, "completed_at": None, "success": None, "output_hash": None,
+                          "error": f"ProcessEnded: {PROCESS_ENDED}", "executed": "unknown"}
+
+        def stage(tx: Any) -> None:
+            if not st.ctx.ended:  # a session ended meanwhile by another process: the receipt alone says it
+                tx.recovered_outcome(action, error=call.error, recovered=recovered, now=now)
+
+        return self._commit(call, kind="decision", stage=stage)
+
     def _log_without_receipt(self, call: _Call, stage: Callable[[Any], None]) -> None:
         """No receipt could be written (signer or store down): keep the attempt in the chained log."""
         try:
@@ -814,6 +851,8 @@ class Mediator:
         )
         body["enforcement"] = {"result": call.final.result.value, "executed": call.execution is not None,
                                "reason": call.final.reason, "identity_flag": call.flag}
+        if call.recovered is not None:  # crash recovery: the tool may have run, nobody knows its outcome
+            body["enforcement"].update(executed="unknown", recovered=call.recovered)
         signals = call.snapshot.risk_signals if call.snapshot is not None else FrozenMap()
         findings = signals.get("provenance_findings")
         if findings:  # which argument came from which earlier output (argument paths, never values)

@@ -80,8 +80,8 @@ def test_unrevoke_removes_it_and_is_recorded(store: Store) -> None:
 
 @pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> None:
-    """2 lacks the revocation tables, 3 the credential log, 4 the telemetry spool, 5 the transparency log:
-    each gains what it lacks."""
+    """2 lacks the revocation tables, 3 the credential log, 4 the telemetry spool, 5 the transparency log and
+    the crash-recovery tables: each gains what it lacks."""
     from aarmor.store import CredentialEvent
 
     path = tmp_path / f"v{version}.db"
@@ -97,6 +97,8 @@ def test_older_stores_are_upgraded_in_place(tmp_path: Path, version: int) -> Non
         db.execute("DROP TABLE telemetry_cursors")
     db.execute("DROP TABLE merkle_leaves")
     db.execute("DROP TABLE tree_heads")
+    db.execute("DROP TABLE inflight")
+    db.execute("DROP TABLE owners")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.commit()
     db.close()

@@ -120,6 +120,16 @@ class Transaction:
         body, labels = self._ctx._outcome_body(action, executed, success, output, error, effects)
         return self._stage(E.ACTION_OUTCOME, body, now), labels
 
+    def recovered_outcome(self, action: Action, *, error: BaseException, recovered: Mapping[str, Any],
+                          now: datetime) -> LogRecord:
+        """Stage the `action_outcome` crash recovery writes for an action whose process ended before its
+        outcome was recorded: `executed` and `success` are null (unknown: the tool may have run), `error`
+        says why and `recovered` says whose action it was and who recovered it (docs/durability.md).
+        """
+        body, _ = self._ctx._outcome_body(action, False, None, None, error, None)
+        body.update(executed=None, recovered=dict(recovered))
+        return self._stage(E.ACTION_OUTCOME, body, now)
+
     def signal(self, name: str, value: Any, *, detail: Any = None, now: datetime) -> LogRecord:
         """Stage `signal`: sets `risk_signals.<name>` to `value` once committed (latest wins; None clears it).
 

@@ -188,7 +188,8 @@ class SessionState:
         if old is not None:
             self._prior[aid] = PriorAction(
                 action_id=aid, tool=old.tool, operation=old.operation, decision=old.decision,
-                timestamp=old.timestamp, executed=bool(body["executed"]), success=body.get("success"),
+                timestamp=old.timestamp, executed=body["executed"] is not False,  # null (recovered): it may have run
+                success=body.get("success"),
                 classifications=old.classifications | labels, output_bytes=int(body.get("output_bytes") or 0))
             self._c_prior = None
 

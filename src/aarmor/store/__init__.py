@@ -12,9 +12,11 @@ from aarmor.errors import StoreError
 from aarmor.store.base import Store
 from aarmor.store.records import (
     GENESIS,
+    RECOVERED,
     REVOCATION_KINDS,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -23,8 +25,8 @@ from aarmor.store.records import (
     TreeHead,
 )
 
-__all__ = ["GENESIS", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "LogRecord", "PendingRecord",
-           "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "TreeHead", "open_store"]
+__all__ = ["GENESIS", "RECOVERED", "REVOCATION_KINDS", "ApiToken", "CredentialEvent", "InflightRecord", "LogRecord",
+           "PendingRecord", "ReceiptRecord", "Revocation", "RevocationEvent", "Store", "TreeHead", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -21,11 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aarmor.errors import ChainError
+from aarmor.errors import ChainError, StoreError
 from aarmor.store.records import (
     GENESIS,
+    RECOVERED,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -59,6 +61,9 @@ class Store(ABC):
     #: with telemetry configured: the events a commit's log entries and receipts stand for, spooled in the
     #: same transaction (aarmor.telemetry.events.project); None: no spool writes at all
     telemetry_projector: Callable[[Sequence[LogRecord], Sequence[ReceiptRecord]], list[TelemetryEvent]] | None = None
+    #: the Guard whose actions this connection records as in flight (`InflightRecord.owner`); None: this
+    #: connection tracks nothing in flight (a store opened by the CLI or a test, not by a Guard)
+    owner: str | None = None
 
     # --- backend primitives -------------------------------------------------------------------
     @abstractmethod
@@ -239,6 +244,87 @@ class Store(ABC):
     def tree_head_latest(self) -> TreeHead | None:
         """The head published last, or None."""
 
+    # --- actions in flight and their owners' leases (crash recovery, docs/durability.md) ----------------
+    @abstractmethod
+    def _insert_inflight(self, rec: InflightRecord) -> None: ...
+
+    @abstractmethod
+    def _inflight_owner(self, session_id: str, action_id: str) -> str | None:
+        """The owner of an in-flight action, or None if it is not tracked (inside or outside a transaction)."""
+
+    @abstractmethod
+    def _set_inflight_owner(self, session_id: str, action_id: str, owner: str) -> None: ...
+
+    @abstractmethod
+    def _delete_inflight(self, session_id: str, action_id: str) -> None: ...
+
+    @abstractmethod
+    def inflight_list(self) -> list[InflightRecord]:
+        """Actions requested and not yet ended (recovered tombstones left out), oldest first."""
+
+    @abstractmethod
+    def owner_renew(self, owner: str, lease_until: str) -> None:
+        """Insert or extend `owner`'s lease (RFC 3339 UTC, `format_ts` shape): it is alive until then."""
+
+    @abstractmethod
+    def owner_release(self, owner: str) -> None:
+        """Forget `owner`'s lease (a clean shutdown): what it left in flight is recoverable at once."""
+
+    @abstractmethod
+    def owner_leases(self) -> dict[str, str]:
+        """Every owner's lease end, by owner."""
+
+    def inflight_owner(self, session_id: str, action_id: str) -> str | None:
+        return self._inflight_owner(session_id, action_id)
+
+    def inflight_claim(self, session_id: str, action_id: str, expect_owner: str) -> bool:
+        """Take an in-flight action over from `expect_owner` (a dead process) for `self.owner`.
+
+        INVARIANT: of several claims from the same owner, exactly one succeeds (compare-and-set inside one
+        write transaction), so only one process writes the recovered receipt.
+        """
+        if self.owner is None:
+            raise RuntimeError("a store without an owner cannot claim in-flight actions")
+        if expect_owner == RECOVERED:
+            return False  # a tombstone: its end is recorded already
+        with self._txn():
+            if self._inflight_owner(session_id, action_id) != expect_owner:
+                return False
+            self._set_inflight_owner(session_id, action_id, self.owner)
+            return True
+
+    def _track_inflight(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> None:
+        """Inside `append_all`'s transaction: a requested entry starts an in-flight row, an outcome ends it,
+        and a recovered receipt turns it into a tombstone.
+
+        Raises:
+            StoreError: the action is held by another owner (crash recovery took it over: this process was
+                taken for dead), so its outcome would be a second one.
+        """
+        for rec in logs:
+            if rec.kind == "action_requested":  # aarmor.context.entries.ACTION_REQUESTED
+                aid = str(rec.body["action"]["action_id"])
+                self._insert_inflight(InflightRecord(rec.session_id, aid, rec.seq, str(self.owner),
+                                                     rec.recorded_at))
+            elif rec.kind == "action_outcome" and not rec.body.get("recovered"):
+                self._settle_inflight(rec.session_id, str(rec.body["action_id"]), recovered=False)
+        for r in receipts:
+            if (r.body.get("enforcement") or {}).get("recovered"):
+                self._settle_inflight(r.session_id, r.action_id, recovered=True)
+
+    def _settle_inflight(self, session_id: str, action_id: str, *, recovered: bool) -> None:
+        held = self._inflight_owner(session_id, action_id)
+        if held is None:
+            return  # not tracked: requested before tracking existed, or through a store without an owner
+        if held != self.owner:
+            raise StoreError(f"action `{action_id}` of session `{session_id}` is held by `{held}`, not by "
+                             f"`{self.owner}`: crash recovery has ended it (this process was taken for dead); "
+                             "its outcome is refused so that it has exactly one")
+        if recovered:
+            self._set_inflight_owner(session_id, action_id, RECOVERED)
+        else:
+            self._delete_inflight(session_id, action_id)
+
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:
         return self._log_head(session_id)
@@ -286,6 +372,8 @@ class Store(ABC):
                             "receipt")
                 self._insert_receipt(r)
                 self._insert_leaf(r.receipt_id, receipt_leaf(r.receipt_hash))
+            if self.owner is not None:
+                self._track_inflight(logs, receipts)
             if self.telemetry_projector is not None:
                 for ev in self._project(logs, receipts):
                     self._insert_telemetry(ev)

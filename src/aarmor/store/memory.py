@@ -12,8 +12,10 @@ from typing import Any
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
 from aarmor.store.records import (
+    RECOVERED,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -46,11 +48,14 @@ class MemoryStore(Store):
         self._leaves: list[bytes] = []
         self._leaf_index: dict[str, int] = {}
         self._tree_heads: list[TreeHead] = []
+        self._inflight: dict[tuple[str, str], InflightRecord] = {}
+        self._owners: dict[str, str] = {}
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
         with self._lock:
             self._pending = []
+            inflight = dict(self._inflight)  # changed in place during the transaction: restored on failure
             try:
                 yield
                 for kind, rec in self._pending:
@@ -71,6 +76,9 @@ class MemoryStore(Store):
                         assert isinstance(rec, ReceiptRecord)
                         self._receipts.setdefault(rec.session_id, []).append(rec)
                         self._by_id[rec.receipt_id] = rec
+            except BaseException:
+                self._inflight = inflight
+                raise
             finally:
                 self._pending = None
 
@@ -103,6 +111,41 @@ class MemoryStore(Store):
     def tree_head_latest(self) -> TreeHead | None:
         with self._lock:
             return self._tree_heads[-1] if self._tree_heads else None
+
+    # --- actions in flight and owners' leases --------------------------------------------------------------
+    def _insert_inflight(self, rec: InflightRecord) -> None:
+        if (rec.session_id, rec.action_id) in self._inflight:
+            raise StoreError(f"action `{rec.action_id}` of session `{rec.session_id}` already in flight")
+        self._inflight[(rec.session_id, rec.action_id)] = rec
+
+    def _inflight_owner(self, session_id: str, action_id: str) -> str | None:
+        with self._lock:
+            rec = self._inflight.get((session_id, action_id))
+            return rec.owner if rec is not None else None
+
+    def _set_inflight_owner(self, session_id: str, action_id: str, owner: str) -> None:
+        key = (session_id, action_id)
+        self._inflight[key] = dataclasses.replace(self._inflight[key], owner=owner)
+
+    def _delete_inflight(self, session_id: str, action_id: str) -> None:
+        self._inflight.pop((session_id, action_id), None)
+
+    def inflight_list(self) -> list[InflightRecord]:
+        with self._lock:
+            return sorted((r for r in self._inflight.values() if r.owner != RECOVERED),
+                          key=lambda r: (r.requested_at, r.session_id, r.log_seq))
+
+    def owner_renew(self, owner: str, lease_until: str) -> None:
+        with self._lock:
+            self._owners[owner] = lease_until
+
+    def owner_release(self, owner: str) -> None:
+        with self._lock:
+            self._owners.pop(owner, None)
+
+    def owner_leases(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._owners)
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:

@@ -25,8 +25,10 @@ from typing import Any
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
 from aarmor.store.records import (
+    RECOVERED,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -99,6 +101,11 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     key_id TEXT NOT NULL, signature TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tree_heads_size ON tree_heads (tree_size);
+CREATE TABLE IF NOT EXISTS inflight (
+    session_id TEXT NOT NULL, action_id TEXT NOT NULL, log_seq BIGINT NOT NULL, owner TEXT NOT NULL,
+    requested_at TEXT NOT NULL, PRIMARY KEY (session_id, action_id)
+);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, lease_until TEXT NOT NULL);
 """
 
 
@@ -131,21 +138,23 @@ class PostgresStore(Store):
                              f"{PG_SCHEMA_VERSION}")
         self._lock = threading.RLock()
         self._closed = False
-        self._in_txn = False
+        #: transaction nesting depth (0: none open)
+        self._in_txn = 0
 
     # --- transactions -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
         with self._lock:
             self._check_open()
+            depth = self._in_txn
             try:
-                with self._db.transaction():
-                    self._in_txn = True
+                with self._db.transaction():  # nested: a savepoint inside the outer transaction
+                    self._in_txn = depth + 1
                     yield
             except self._psycopg.Error as exc:
                 raise StoreError(f"write to `{self._safe_url}` failed: {_why(exc)}") from exc
             finally:
-                self._in_txn = False
+                self._in_txn = depth
 
     def _lock_sessions(self, session_ids: Sequence[str]) -> None:
         for key in sorted({_session_lock(s) for s in session_ids}):
@@ -408,6 +417,42 @@ class PostgresStore(Store):
         row = self._one("SELECT tree_size, root_hash, timestamp, key_id, signature FROM tree_heads "
                         "ORDER BY seq DESC LIMIT 1")
         return TreeHead(int(row[0]), row[1], row[2], row[3], row[4]) if row else None
+
+    # --- actions in flight and their owners' leases (crash recovery, docs/durability.md) ----------------
+    def _insert_inflight(self, rec: InflightRecord) -> None:
+        self._x("INSERT INTO inflight VALUES (%s,%s,%s,%s,%s)",
+                (rec.session_id, rec.action_id, rec.log_seq, rec.owner, rec.requested_at))
+
+    def _inflight_owner(self, session_id: str, action_id: str) -> str | None:
+        # inside a write: lock the row, so a recovery's claim and this process's own outcome serialise (one
+        # of them sees the other's change) instead of both reading the old owner under READ COMMITTED
+        lock = " FOR UPDATE" if self._in_txn else ""
+        row = self._one("SELECT owner FROM inflight WHERE session_id=%s AND action_id=%s" + lock,
+                        (session_id, action_id))
+        return str(row[0]) if row else None
+
+    def _set_inflight_owner(self, session_id: str, action_id: str, owner: str) -> None:
+        self._x("UPDATE inflight SET owner=%s WHERE session_id=%s AND action_id=%s", (owner, session_id, action_id))
+
+    def _delete_inflight(self, session_id: str, action_id: str) -> None:
+        self._x("DELETE FROM inflight WHERE session_id=%s AND action_id=%s", (session_id, action_id))
+
+    def inflight_list(self) -> list[InflightRecord]:
+        rows = self._all("SELECT * FROM inflight WHERE owner != %s ORDER BY requested_at, session_id, log_seq",
+                         (RECOVERED,))
+        return [InflightRecord(s, a, int(q), o, t) for s, a, q, o, t in rows]
+
+    def owner_renew(self, owner: str, lease_until: str) -> None:
+        with self._txn():
+            self._x("INSERT INTO owners VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET "
+                    "lease_until=excluded.lease_until", (owner, lease_until))
+
+    def owner_release(self, owner: str) -> None:
+        with self._txn():
+            self._x("DELETE FROM owners WHERE owner=%s", (owner,))
+
+    def owner_leases(self) -> dict[str, str]:
+        return {str(o): str(t) for o, t in self._all("SELECT owner, lease_until FROM owners")}
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:

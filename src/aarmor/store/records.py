@@ -8,9 +8,11 @@ from typing import Any
 __all__ = [
     "CREDENTIAL_EVENTS",
     "GENESIS",
+    "RECOVERED",
     "REVOCATION_KINDS",
     "ApiToken",
     "CredentialEvent",
+    "InflightRecord",
     "LogRecord",
     "PendingRecord",
     "ReceiptRecord",
@@ -85,6 +87,27 @@ class PendingRecord:
     body: dict[str, Any]
     outcome: dict[str, Any] | None = None
     version: int = 0
+
+
+#: the owner an in-flight action passes to once crash recovery recorded its end: a tombstone, so that a late
+#: outcome from the process that was taken for dead is refused instead of becoming a second outcome
+RECOVERED = "recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class InflightRecord:
+    """An action whose `action_requested` entry is committed and whose outcome is not (yet).
+
+    Written in the same transaction as the requested entry and removed in the one that records the outcome
+    (`Store.append_all`), so crash recovery reads these rows instead of scanning every log. `owner` is the
+    Guard that mediates it (`Store.owner`); it stays alive while its lease (`Store.owner_renew`) is renewed.
+    """
+
+    session_id: str
+    action_id: str
+    log_seq: int
+    owner: str
+    requested_at: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ from typing import Any
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store, receipt_leaf
 from aarmor.store.records import (
+    RECOVERED,
     ApiToken,
     CredentialEvent,
+    InflightRecord,
     LogRecord,
     PendingRecord,
     ReceiptRecord,
@@ -35,7 +37,8 @@ __all__ = ["SqliteStore"]
 SCHEMA_VERSION = 6
 #: versions this code upgrades in place on open (the tables they lack are created by `_SCHEMA`):
 #: 1 -> pending, api_tokens; 2 -> revocations, revocation_events; 3 -> credential_log; 4 -> telemetry spool;
-#: 5 -> the transparency log (merkle_leaves, backfilled from the receipts already stored, and tree_heads)
+#: 5 -> the transparency log (merkle_leaves, backfilled from the receipts already stored, and tree_heads), and
+#:      inflight, owners (crash recovery: actions requested before the upgrade are not tracked)
 _UPGRADES_FROM = {1, 2, 3, 4, 5}
 
 _SCHEMA = """
@@ -92,6 +95,11 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     timestamp TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tree_heads_size ON tree_heads (tree_size);
+CREATE TABLE IF NOT EXISTS inflight (
+    session_id TEXT NOT NULL, action_id TEXT NOT NULL, log_seq INTEGER NOT NULL, owner TEXT NOT NULL,
+    requested_at TEXT NOT NULL, PRIMARY KEY (session_id, action_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, lease_until TEXT NOT NULL) WITHOUT ROWID;
 """
 
 #: keys per revocation lookup: each is one `(kind=? AND value=?)` term of an OR, which SQLite answers with
@@ -466,6 +474,39 @@ class SqliteStore(Store):
         n, low = self._one("SELECT count(*), coalesce(min(seq), 0) FROM telemetry_spool", ()) or (0, 0)
         top = self._one("SELECT seq FROM sqlite_sequence WHERE name='telemetry_spool'", ())
         return int(n), int(low), int(top[0]) if top else 0  # type: ignore[call-overload]
+
+    # --- actions in flight and owners' leases ------------------------------------------------------------
+    def _insert_inflight(self, rec: InflightRecord) -> None:
+        self._db.execute("INSERT INTO inflight VALUES (?,?,?,?,?)",
+                         (rec.session_id, rec.action_id, rec.log_seq, rec.owner, rec.requested_at))
+
+    def _inflight_owner(self, session_id: str, action_id: str) -> str | None:
+        row = self._one("SELECT owner FROM inflight WHERE session_id=? AND action_id=?", (session_id, action_id))
+        return str(row[0]) if row else None
+
+    def _set_inflight_owner(self, session_id: str, action_id: str, owner: str) -> None:
+        self._db.execute("UPDATE inflight SET owner=? WHERE session_id=? AND action_id=?",
+                         (owner, session_id, action_id))
+
+    def _delete_inflight(self, session_id: str, action_id: str) -> None:
+        self._db.execute("DELETE FROM inflight WHERE session_id=? AND action_id=?", (session_id, action_id))
+
+    def inflight_list(self) -> list[InflightRecord]:
+        rows = self._all("SELECT * FROM inflight WHERE owner != ? ORDER BY requested_at, session_id, log_seq",
+                         (RECOVERED,))
+        return [InflightRecord(str(s), str(a), int(q), str(o), str(t)) for s, a, q, o, t in rows]  # type: ignore[call-overload]
+
+    def owner_renew(self, owner: str, lease_until: str) -> None:
+        with self._txn():
+            self._db.execute("INSERT INTO owners VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET "
+                             "lease_until=excluded.lease_until", (owner, lease_until))
+
+    def owner_release(self, owner: str) -> None:
+        with self._txn():
+            self._db.execute("DELETE FROM owners WHERE owner=?", (owner,))
+
+    def owner_leases(self) -> dict[str, str]:
+        return {str(o): str(t) for o, t in self._all("SELECT owner, lease_until FROM owners", ())}
 
     # --- the credential log -----------------------------------------------------------------------------
     def credential_event(self, ev: CredentialEvent) -> None:

@@ -138,15 +138,18 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
             if body.get("injection"):
                 out.append(_alert(rec, "alert.injection", body, "injection_suspected", "high",
                                   detail={"indicators": list(body["injection"])}))
-            if not body.get("executed"):
+            recovered = body.get("executed") is None and body.get("recovered")
+            if not body.get("executed") and not recovered:
                 continue  # a DENY: its `action.decided` says all
             req = requested.get(str(aid)) or _from_receipt(receipt_body.get(str(aid)))
             kind = "action.executed" if body.get("success") else "action.failed"
-            ev = _event(rec, kind, "info" if body.get("success") else "low", req.get("action") or body,
+            # crash recovery (its process ended mid-action): failed, executed unknown (null), worth a look
+            severity = "medium" if recovered else "info" if body.get("success") else "low"
+            ev = _event(rec, kind, severity, req.get("action") or body,
                         req.get("decision"), receipt_of.get(aid), export_parameters)
             error = body.get("error") or {}
             out.append(_replace(ev, execution={
-                "executed": True, "success": body.get("success"), "error": error.get("class"),
+                "executed": None if recovered else True, "success": body.get("success"), "error": error.get("class"),
                 "output_digest": body.get("output_digest"),
                 "classifications": list(body.get("classifications") or ())}))
         elif rec.kind in ("approval_requested", "approval_decided"):
