@@ -147,3 +147,24 @@ def test_an_approval_in_one_process_releases_the_call_waiting_in_another(make_gu
 
 
 
+
+
+def test_a_dropped_connection_refuses_the_call_and_service_resumes_by_itself(make_guard: Callable[..., Any],
+                                                                               pg: str) -> None:
+    """The server drops aarmor's connection (as on a restart): the call in flight is refused, never executed
+    unrecorded; the next one finds a fresh connection."""
+    import psycopg
+
+    guard = make_guard(POLICY, store=pg)
+    calls: list[int] = []
+    with guard.session(identity=ALICE) as s:
+        s.invoke("email.send", {"n": 1}, lambda a: calls.append(1))
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (guard.store._db.info.backend_pid,))
+        with pytest.raises(ActionDenied) as info:
+            s.invoke("email.send", {"n": 2}, lambda a: calls.append(2))
+        assert "StoreError" in info.value.decision.reason
+        s.invoke("email.send", {"n": 3}, lambda a: calls.append(3))
+    assert calls == [1, 3]  # the refused call never ran
+    results = [r.body["enforcement"]["result"] for r in guard.store.read_receipts(s.session_id)]
+    assert results[0] == "ALLOW" and results[-1] == "ALLOW"

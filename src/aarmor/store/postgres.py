@@ -141,11 +141,27 @@ class PostgresStore(Store):
         #: transaction nesting depth (0: none open)
         self._in_txn = 0
 
+    # --- connection ---------------------------------------------------------------------------------------
+    def _ensure(self) -> None:
+        """Reconnect after the connection broke (the server restarted, the backend was terminated, a network
+        cut). The operation that found it broken has failed already (a StoreError: its action was refused);
+        the next one finds a fresh connection, so service resumes by itself once the server is back."""
+        self._check_open()
+        if self._in_txn or not (self._db.closed or self._db.broken):
+            return
+        try:
+            fresh = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL store `{self._safe_url}` unreachable: {_why(exc)}") from exc
+        with contextlib.suppress(Exception):
+            self._db.close()
+        self._db = fresh
+
     # --- transactions -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
         with self._lock:
-            self._check_open()
+            self._ensure()
             depth = self._in_txn
             try:
                 with self._db.transaction():  # nested: a savepoint inside the outer transaction
@@ -166,7 +182,7 @@ class PostgresStore(Store):
         (ours go through: PostgreSQL advisory locks are re-entrant within a connection)."""
         key = _session_lock(session_id)
         with self._lock:
-            self._check_open()
+            self._ensure()
             try:
                 self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
             except self._psycopg.Error as exc:
@@ -190,7 +206,7 @@ class PostgresStore(Store):
 
     def _one(self, sql: str, args: tuple[object, ...] = ()) -> Any:
         with self._lock:
-            self._check_open()
+            self._ensure()
             try:
                 return self._db.execute(sql, args).fetchone()
             except self._psycopg.Error as exc:
@@ -198,7 +214,7 @@ class PostgresStore(Store):
 
     def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         with self._lock:
-            self._check_open()
+            self._ensure()
             try:
                 return self._db.execute(sql, args).fetchall()
             except self._psycopg.Error as exc:
