@@ -27,6 +27,9 @@ Rules this module enforces:
   reaches the tool through `aarmor.credentials.current_credential()`, is released right after the tool
   returns or fails, and is described (never its secret) in the receipt's `execution.credential`. A
   credential that cannot be issued means the tool does not run: a DENY recorded with the error.
+- Several processes may serve one session (a shared PostgreSQL or SQLite store): a commit the store refuses
+  because another process moved the session's chain is retried on the caught-up head under the store's lock
+  on the session (`_commit`; entries alone re-base in `Transaction.commit`), never forked, never dropped.
 - The sync and async paths share every phase; only waiting and calling the tool differ.
 The mediator never parses YAML, never speaks a protocol, and never decides: the PDP does.
 """
