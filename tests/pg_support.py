@@ -54,3 +54,54 @@ def backend(kind: str, path: object) -> Iterator[object]:
 
 
 BACKENDS = ["memory", "sqlite", "postgresql"]
+
+
+class PrivateCluster:
+    """A PostgreSQL server of our own (initdb on a free port, trust on loopback), which a test may stop and
+    start again: faults the shared server on 127.0.0.1:5432 must not suffer."""
+
+    def __init__(self) -> None:
+        import glob
+        import os
+        import shutil
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        from tests.mcp_support import free_port
+
+        dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not dirs:
+            pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package "
+                        "(.ci/run does)")
+        self.bindir = Path(dirs[-1])
+        self.base = Path(tempfile.mkdtemp(prefix="aarmor-pg-"))
+        # initdb refuses to run as root: as root, run the server as the `postgres` system user
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.base, "postgres")
+            self.base.chmod(0o755)
+        self.data, self.port = self.base / "data", free_port()
+        self._run = subprocess.run
+        self._run([*self.as_user, str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
+                   "postgres"], check=True, capture_output=True)
+        self.start()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        self._run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", *args], check=True,
+                  capture_output=True)
+
+    def start(self) -> None:
+        self._ctl("-l", str(self.base / "log"), "-o",
+                  f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+    def close(self) -> None:
+        import shutil
+
+        self._run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                   "stop"], check=False, capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
