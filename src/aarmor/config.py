@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -440,6 +441,9 @@ class Config:
     store: str
     keys: Path
     policy: str = DEFAULT_POLICY
+    #: `sha256:...`: the only policy this node may decide with (every node of a cluster pins the same hash);
+    #: a policy with another hash does not load at start-up and is refused on reload (docs/cluster.md)
+    policy_pin: str | None = None
     internal_domains: tuple[str, ...] = ()
     #: `enforce`: an action without a human or service identity is DENY; `flag`: recorded and allowed on;
     #: `jwt`: every action needs a bearer token valid under `identity_jwt` (docs/identity.md)
@@ -756,6 +760,7 @@ class _File(_Strict):
     store: str | None = None
     keys: str | None = None
     policy: str | None = None
+    policy_pin: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
     internal_domains: list[str] = Field(default_factory=list)
     identity: _Identity = _Identity()
     tools: dict[str, _Tool] = Field(default_factory=dict)
@@ -835,8 +840,8 @@ def _format_errors(exc: ValidationError, where: str) -> str:
     return f"configuration {where}: " + "; ".join(parts)
 
 
-_OVERRIDES = {"gateway", "home", "store", "keys", "policy", "internal_domains", "identity_mode", "identity_jwt",
-              "identity_delegation", "tools",
+_OVERRIDES = {"gateway", "home", "store", "keys", "policy", "policy_pin", "internal_domains", "identity_mode",
+              "identity_jwt", "identity_delegation", "tools",
               "unattended", "redaction", "confidence_threshold", "approval_timeout", "defer_timeout", "limits",
               "classification", "approvals", "deferrals", "server", "intent", "credentials",
               "telemetry", "transparency", "recovery_lease"}
@@ -880,6 +885,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         store=store,
         keys=keys,
         policy=policy,
+        policy_pin=overrides.get("policy_pin", f.policy_pin),
         internal_domains=tuple(overrides.get("internal_domains", f.internal_domains)),
         identity_mode=overrides.get("identity_mode", f.identity.mode),
         identity_jwt=_jwt(f.identity.jwt, base, overrides.get("identity_jwt")),
@@ -907,6 +913,9 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         recovery_lease=_lease(overrides.get("recovery_lease", f.recovery.lease_seconds)),
         source=str(file) if file else None,
     )
+    if cfg.policy_pin is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", str(cfg.policy_pin)):
+        raise ConfigError(f"policy_pin `{cfg.policy_pin}` is not a policy hash (sha256: and 64 hex digits, as "
+                          "`aarmor policy check` prints it)")
     if not isinstance(cfg.identity_delegation, DelegationConfig):
         raise ConfigError("override `identity_delegation` must be an aarmor.config.DelegationConfig")
     if cfg.identity_mode not in ("enforce", "flag", "jwt"):

@@ -70,8 +70,9 @@ class _PolicyHolder:
     """Holds the active policy; reloads from its file when it changes, keeping the last good one."""
 
     def __init__(self, source: str, internal_domains: tuple[str, ...], limits: Any,
-                 reload_interval: float) -> None:
+                 reload_interval: float, pin: str | None = None) -> None:
         self.source = source
+        self.pin = pin
         self._domains = internal_domains
         self._limits = limits
         self._interval = reload_interval
@@ -96,9 +97,15 @@ class _PolicyHolder:
 
     def _load(self) -> PolicySet:
         if self.source.startswith("builtin:"):
-            return load_builtin(self.source.removeprefix("builtin:"), internal_domains=self._domains,
-                                limits=self._limits)
-        return load_policy(self.source, internal_domains=self._domains, limits=self._limits)
+            policy = load_builtin(self.source.removeprefix("builtin:"), internal_domains=self._domains,
+                                  limits=self._limits)
+        else:
+            policy = load_policy(self.source, internal_domains=self._domains, limits=self._limits)
+        if self.pin is not None and policy.hash != self.pin:
+            # every node of a cluster decides with the same policy: another one is an error, not an update
+            raise PolicyError(f"policy `{self.source}` has hash {policy.hash}, not the pinned {self.pin} "
+                              "(`policy_pin`)")
+        return policy
 
     def current(self) -> PolicySet:
         # Hot path: one monotonic read; a stat at most once per interval.
@@ -151,7 +158,7 @@ class Guard:
         # service a client certificate vouched for stays vouched (`jwt+mtls`, aarmor.identity.mtls)
         identity_verifier: IdentityVerifier = TransportBoundVerifier(verifier or _verifier(config))
         self._policy = _PolicyHolder(config.policy, config.internal_domains, config.limits,
-                                     policy_reload_interval)
+                                     policy_reload_interval, config.policy_pin)
         self.store: Store = open_store(config.store)
         try:
             self.keyring = Keyring.open(config.keys)
