@@ -158,7 +158,7 @@ _TYPES = {"string", "number", "integer", "boolean", "list", "array", "object", "
 
 
 def _b_type(arg: Any, ctx: OpContext) -> Pred:
-    if arg not in _TYPES:
+    if not isinstance(arg, str) or arg not in _TYPES:  # a list or mapping would not even hash
         raise OperatorArgError(f"`type` expects one of {', '.join(sorted(_TYPES))}, found `{show(arg)}`")
     want = "list" if arg == "array" else arg
 
