@@ -105,3 +105,20 @@ class PrivateCluster:
         self._run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
                    "stop"], check=False, capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (backends and helpers)."""
+        from pathlib import Path
+
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
+                    _ppid(p) == main]
+        return [main, *children]
+
+
+def _ppid(proc: object) -> int | None:
+    try:
+        stat = (proc / "stat").read_text()  # type: ignore[operator]
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

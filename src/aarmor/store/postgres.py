@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -39,6 +43,8 @@ from aarmor.store.records import (
 from aarmor.telemetry.events import TelemetryEvent
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
+
+log = logging.getLogger("aarmor.store")
 
 PG_SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x6161726D  # "aarm": one advisory lock id for schema creation and upgrades
@@ -121,10 +127,13 @@ class PostgresStore(Store):
         except ImportError as exc:
             raise StoreError("a postgresql:// store needs psycopg: pip install 'aarmor[postgresql]'") from exc
         self._psycopg = psycopg
+        url, self.op_timeout = _own_options(url)
+        #: seconds to (re)connect: bounded by the operation timeout too (libpq counts whole seconds, at least 2)
+        self._connect_timeout = int(max(2, min(10, self.op_timeout)))
         self.url = url
         self._safe_url = _without_password(url)
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=self._connect_timeout)
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 self._db.execute(_SCHEMA)
@@ -140,6 +149,41 @@ class PostgresStore(Store):
         self._closed = False
         #: transaction nesting depth (0: none open)
         self._in_txn = 0
+        # The watchdog: a server that stops answering (paused, a network path that drops packets silently)
+        # would make a call wait forever (libpq has no client-side timeout). An operation running longer than
+        # `op_timeout` has its socket shut down, so it fails (StoreError: the call is refused) and the next
+        # operation reconnects.
+        self._busy_since: float | None = None
+        self._watchdog = threading.Thread(target=self._watch, name="aarmor-pg-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        tick = min(1.0, self.op_timeout / 4)
+        while not self._closed:
+            time.sleep(tick)
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > self.op_timeout:
+                log.error("PostgreSQL store %s: no answer for %.0f s; dropping the connection", self._safe_url,
+                          self.op_timeout)
+                with contextlib.suppress(OSError, AttributeError):
+                    sock = socket.socket(fileno=os.dup(self._db.pgconn.socket))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+                self._busy_since = None
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Mark an operation under way for the watchdog (the outermost one sets the clock)."""
+        outer = self._busy_since is None
+        if outer:
+            self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            if outer:
+                self._busy_since = None
 
     # --- connection ---------------------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -150,7 +194,7 @@ class PostgresStore(Store):
         if self._in_txn or not (self._db.closed or self._db.broken):
             return
         try:
-            fresh = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            fresh = self._psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
         except self._psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store `{self._safe_url}` unreachable: {_why(exc)}") from exc
         with contextlib.suppress(Exception):
@@ -164,7 +208,7 @@ class PostgresStore(Store):
             self._ensure()
             depth = self._in_txn
             try:
-                with self._db.transaction():  # nested: a savepoint inside the outer transaction
+                with self._busy(), self._db.transaction():  # nested: a savepoint inside the outer transaction
                     self._in_txn = depth + 1
                     yield
             except self._psycopg.Error as exc:
@@ -184,7 +228,8 @@ class PostgresStore(Store):
         with self._lock:
             self._ensure()
             try:
-                self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
+                with self._busy():
+                    self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
             except self._psycopg.Error as exc:
                 raise StoreError(f"cannot lock session `{session_id}` in `{self._safe_url}`: {_why(exc)}") from exc
             try:
@@ -208,7 +253,8 @@ class PostgresStore(Store):
         with self._lock:
             self._ensure()
             try:
-                return self._db.execute(sql, args).fetchone()
+                with self._busy():
+                    return self._db.execute(sql, args).fetchone()
             except self._psycopg.Error as exc:
                 raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
 
@@ -216,7 +262,8 @@ class PostgresStore(Store):
         with self._lock:
             self._ensure()
             try:
-                return self._db.execute(sql, args).fetchall()
+                with self._busy():
+                    return self._db.execute(sql, args).fetchall()
             except self._psycopg.Error as exc:
                 raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
 
@@ -523,6 +570,26 @@ class PostgresStore(Store):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+def _own_options(url: str) -> tuple[str, float]:
+    """Take aarmor's own URL option off before libpq sees it: `aarmor_timeout` (seconds an operation may
+    take before the watchdog drops the connection; default 30)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    mine = [v for k, v in query if k == "aarmor_timeout"]
+    timeout = 30.0
+    if mine:
+        try:
+            timeout = float(mine[-1])
+        except ValueError:
+            raise StoreError(f"store URL option aarmor_timeout=`{mine[-1]}` is not a number of seconds") from None
+        if not 0.5 <= timeout <= 3600:
+            raise StoreError(f"store URL option aarmor_timeout={timeout:g} is outside 0.5-3600 seconds")
+    rest = urlencode([(k, v) for k, v in query if k != "aarmor_timeout"])
+    return urlunsplit(parts._replace(query=rest)), timeout
 
 
 def _without_password(url: str) -> str:
