@@ -403,6 +403,15 @@ class Store(ABC):
         self.close()
 
 
+def sql_filter(placeholder: str, **equal: object) -> tuple[str, tuple[object, ...]]:
+    """` WHERE col=? AND ...` for the filters that are set (None: no filter), and their values, for the SQL
+    backends (`placeholder` is `?` for SQLite, `%s` for PostgreSQL). Column names are the keyword names,
+    never input."""
+    cols = [c for c, v in equal.items() if v is not None]
+    where = " WHERE " + " AND ".join(f"{c}={placeholder}" for c in cols) if cols else ""
+    return where, tuple(equal[c] for c in cols)
+
+
 def _check_link(head: tuple[int, str] | None, seq: int, prev: str, session_id: str, what: str) -> None:
     want_seq, want_prev = (0, GENESIS) if head is None else (head[0] + 1, head[1])
     if seq != want_seq or prev != want_prev:

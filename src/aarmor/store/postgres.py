@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aarmor.errors import StoreError
-from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.base import PENDING_FIELDS, Store, sql_filter
 from aarmor.store.records import (
     RECOVERED,
     ApiToken,
@@ -349,14 +349,9 @@ class PostgresStore(Store):
 
     def pending_list(self, *, kind: str | None = None, status: str | None = None,
                      session_id: str | None = None) -> list[PendingRecord]:
-        where, args = [], []
-        for col, val in (("kind", kind), ("status", status), ("session_id", session_id)):
-            if val is not None:
-                where.append(f"{col}=%s")
-                args.append(val)
-        sql = "SELECT * FROM pending" + (" WHERE " + " AND ".join(where) if where else "") + \
-            " ORDER BY created_at, item_id"
-        return [self._pending(r) for r in self._all(sql, tuple(args))]
+        where, args = sql_filter("%s", kind=kind, status=status, session_id=session_id)
+        return [self._pending(r) for r in self._all("SELECT * FROM pending" + where + " ORDER BY created_at, item_id",
+                                                    args)]
 
     def pending_update(self, item_id: str, expect_version: int, **changes: Any) -> PendingRecord | None:
         if not set(changes) <= PENDING_FIELDS:
@@ -554,14 +549,9 @@ class PostgresStore(Store):
 
     def credential_events(self, *, credential_id: str | None = None, session_id: str | None = None,
                           action_id: str | None = None) -> list[CredentialEvent]:
-        where, args = [], []
-        for col, val in (("credential_id", credential_id), ("session_id", session_id), ("action_id", action_id)):
-            if val is not None:
-                where.append(f"{col}=%s")
-                args.append(val)
+        where, args = sql_filter("%s", credential_id=credential_id, session_id=session_id, action_id=action_id)
         rows = self._all("SELECT credential_id, event, at, session_id, action_id, tool, kind, scope, expires_at, "
-                         "detail FROM credential_log" + (" WHERE " + " AND ".join(where) if where else "")
-                         + " ORDER BY id", tuple(args))
+                         "detail FROM credential_log" + where + " ORDER BY id", args)
         return [CredentialEvent(c, e, at, s, a, t, k, tuple(json.loads(sc)), x, d)
                 for c, e, at, s, a, t, k, sc, x, d in rows]
 
