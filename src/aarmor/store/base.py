@@ -15,6 +15,7 @@ the next leaf of one global append-only Merkle tree: leaf i is the i-th receipt 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 from abc import ABC, abstractmethod
@@ -40,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from aarmor.telemetry.events import TelemetryEvent
 
 __all__ = ["PENDING_FIELDS", "Store", "receipt_leaf"]
+
+#: a chain's head: (seq, hash) of its last entry, None for an empty chain
+Head = tuple[int, str] | None
 
 log = logging.getLogger("aarmor.store")
 
@@ -293,37 +297,56 @@ class Store(ABC):
             self._set_inflight_owner(session_id, action_id, self.owner)
             return True
 
-    def _track_inflight(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> None:
-        """Inside `append_all`'s transaction: a requested entry starts an in-flight row, an outcome ends it,
-        and a recovered receipt turns it into a tombstone.
+    def _inflight_owners(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Inside a write: the owners of these in-flight actions, by (session, action); an action not tracked
+        is absent. A backend with row locks locks the rows (so a recovery's claim and this process's outcome
+        serialise) and may read them in one query."""
+        owners = {}
+        for sid, aid in keys:
+            held = self._inflight_owner(sid, aid)
+            if held is not None:
+                owners[(sid, aid)] = held
+        return owners
+
+    def _track_inflight(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> list[Callable[[], None]]:
+        """Inside `append_all`'s transaction, before anything is written: what the commit does to the in-flight
+        rows (a requested entry starts one, an outcome ends it, a recovered receipt turns it into a
+        tombstone), as writes to run once every check passed.
 
         Raises:
             StoreError: the action is held by another owner (crash recovery took it over: this process was
                 taken for dead), so its outcome would be a second one.
         """
+        started: dict[tuple[str, str], LogRecord] = {}
+        ends: list[tuple[str, str, bool]] = []
         for rec in logs:
             if rec.kind == "action_requested":  # aarmor.context.entries.ACTION_REQUESTED
-                aid = str(rec.body["action"]["action_id"])
-                self._insert_inflight(InflightRecord(rec.session_id, aid, rec.seq, str(self.owner),
-                                                     rec.recorded_at))
+                started[(rec.session_id, str(rec.body["action"]["action_id"]))] = rec
             elif rec.kind == "action_outcome" and not rec.body.get("recovered"):
-                self._settle_inflight(rec.session_id, str(rec.body["action_id"]), recovered=False)
-        for r in receipts:
-            if (r.body.get("enforcement") or {}).get("recovered"):
-                self._settle_inflight(r.session_id, r.action_id, recovered=True)
-
-    def _settle_inflight(self, session_id: str, action_id: str, *, recovered: bool) -> None:
-        held = self._inflight_owner(session_id, action_id)
-        if held is None:
-            return  # not tracked: requested before tracking existed, or through a store without an owner
-        if held != self.owner:
-            raise StoreError(f"action `{action_id}` of session `{session_id}` is held by `{held}`, not by "
-                             f"`{self.owner}`: crash recovery has ended it (this process was taken for dead); "
-                             "its outcome is refused so that it has exactly one")
-        if recovered:
-            self._set_inflight_owner(session_id, action_id, RECOVERED)
-        else:
-            self._delete_inflight(session_id, action_id)
+                ends.append((rec.session_id, str(rec.body["action_id"]), False))
+        ends += [(r.session_id, r.action_id, True) for r in receipts
+                 if (r.body.get("enforcement") or {}).get("recovered")]
+        held = self._inflight_owners([(sid, aid) for sid, aid, _ in ends if (sid, aid) not in started])
+        writes: list[Callable[[], None]] = []
+        for sid, aid, recovered in ends:
+            if (sid, aid) in started and not recovered:
+                del started[(sid, aid)]  # requested and ended in this one commit: never in flight
+                continue
+            owner = held.get((sid, aid))
+            if owner is None:
+                continue  # not tracked: requested before tracking existed, or through a store without an owner
+            if owner != self.owner:
+                raise StoreError(f"action `{aid}` of session `{sid}` is held by `{owner}`, not by "
+                                 f"`{self.owner}`: crash recovery has ended it (this process was taken for dead); "
+                                 "its outcome is refused so that it has exactly one")
+            if recovered:
+                writes.append(functools.partial(self._set_inflight_owner, sid, aid, RECOVERED))
+            else:
+                writes.append(functools.partial(self._delete_inflight, sid, aid))
+        for (sid, aid), rec in started.items():
+            row = InflightRecord(sid, aid, rec.seq, str(self.owner), rec.recorded_at)
+            writes.insert(0, functools.partial(self._insert_inflight, row))
+        return writes
 
     # --- invariant-checked appends ------------------------------------------------------------
     def log_head(self, session_id: str) -> tuple[int, str] | None:
@@ -356,27 +379,44 @@ class Store(ABC):
             self._insert_receipt(rec)
             self._insert_leaf(rec.receipt_id, receipt_leaf(rec.receipt_hash))
 
+    def _read_heads(self, session_ids: Sequence[str]) -> dict[str, tuple[Head, Head]]:
+        """Inside a write: each session's (log head, receipt head). A backend may read them in one query."""
+        return {sid: (self._log_head(sid), self._receipt_head(sid)) for sid in session_ids}
+
     def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
         """Append several entries atomically (one durable commit): all of them or none.
+
+        Every check (chain links, in-flight owners) runs before the first write, so a refused commit sends
+        nothing, and a backend may send all the writes in one batch.
 
         Raises:
             ChainError: any entry does not extend its chain (then nothing is written).
             StoreError: the backend could not write durably.
         """
         with self._txn():
-            for rec in logs:
-                _check_link(self._log_head(rec.session_id), rec.seq, rec.prev_hash, rec.session_id, "log")
-                self._insert_log(rec)
-            for r in receipts:
-                _check_link(self._receipt_head(r.session_id), r.seq, r.prev_receipt_hash, r.session_id,
-                            "receipt")
-                self._insert_receipt(r)
-                self._insert_leaf(r.receipt_id, receipt_leaf(r.receipt_hash))
-            if self.owner is not None:
-                self._track_inflight(logs, receipts)
-            if self.telemetry_projector is not None:
-                for ev in self._project(logs, receipts):
-                    self._insert_telemetry(ev)
+            self._append_all(logs, receipts)
+
+    def _append_all(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> None:
+        heads = self._read_heads(list(dict.fromkeys([r.session_id for r in logs] + [r.session_id for r in receipts])))
+        log_heads = {sid: h[0] for sid, h in heads.items()}
+        receipt_heads = {sid: h[1] for sid, h in heads.items()}
+        for rec in logs:  # several entries of one session in one commit: each extends the one before it
+            _check_link(log_heads[rec.session_id], rec.seq, rec.prev_hash, rec.session_id, "log")
+            log_heads[rec.session_id] = (rec.seq, rec.entry_hash)
+        for r in receipts:
+            _check_link(receipt_heads[r.session_id], r.seq, r.prev_receipt_hash, r.session_id, "receipt")
+            receipt_heads[r.session_id] = (r.seq, r.receipt_hash)
+        inflight = self._track_inflight(logs, receipts) if self.owner is not None else []
+        for rec in logs:
+            self._insert_log(rec)
+        for r in receipts:
+            self._insert_receipt(r)
+            self._insert_leaf(r.receipt_id, receipt_leaf(r.receipt_hash))
+        for write in inflight:
+            write()
+        if self.telemetry_projector is not None:
+            for ev in self._project(logs, receipts):
+                self._insert_telemetry(ev)
 
     def _project(self, logs: Sequence[LogRecord], receipts: Sequence[ReceiptRecord]) -> list[TelemetryEvent]:
         """The commit's events. A projection that fails (a bug) must not fail the commit, and must not lose

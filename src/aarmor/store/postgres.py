@@ -9,7 +9,8 @@ and hosts share one store.
 - The schema is created or upgraded on open, under an advisory lock, so several processes starting at once
   do not race. `aarmor_meta.schema_version` is this backend's own version (1 today).
 - Durability: a commit that returned is durable with PostgreSQL's default `synchronous_commit = on`.
-- One connection per store object, serialised by a lock (a Guard's threads share it). Bodies are stored as
+- A small pool of connections per store object (`aarmor_pool`, default 4); a transaction or a session lock
+  keeps its connection for the whole block. Bodies are stored as
   the same compact JSON text SQLite keeps, so hashes recompute identically from either backend.
 """
 
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aarmor.errors import StoreError
-from aarmor.store.base import PENDING_FIELDS, Store, sql_filter
+from aarmor.store.base import PENDING_FIELDS, Head, Store, sql_filter
 from aarmor.store.records import (
     RECOVERED,
     ApiToken,
@@ -120,6 +121,19 @@ def _session_lock(session_id: str) -> int:
     return (_MIGRATION_LOCK << 32) | zlib.crc32(session_id.encode("utf-8"))
 
 
+class _Conn:
+    """One pooled connection and what is under way on it (one thread uses it at a time)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        #: transaction nesting depth (0: none open)
+        self.in_txn = 0
+        #: the writes of the `append_all` under way, sent as one statement before its COMMIT
+        self.batch: _Batch | None = None
+        #: monotonic start of the operation under way, for the watchdog (None: idle)
+        self.busy_since: float | None = None
+
+
 class PostgresStore(Store):
     def __init__(self, url: str) -> None:
         try:
@@ -127,33 +141,38 @@ class PostgresStore(Store):
         except ImportError as exc:
             raise StoreError("a postgresql:// store needs psycopg: pip install 'aarmor[postgresql]'") from exc
         self._psycopg = psycopg
-        url, self.op_timeout = _own_options(url)
+        url, self.op_timeout, self.pool_size = _own_options(url)
         #: seconds to (re)connect: bounded by the operation timeout too (libpq counts whole seconds, at least 2)
         self._connect_timeout = int(max(2, min(10, self.op_timeout)))
         self.url = url
         self._safe_url = _without_password(url)
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=self._connect_timeout)
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                self._db.execute(_SCHEMA)
-                self._db.execute("INSERT INTO aarmor_meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
-                                 (str(PG_SCHEMA_VERSION),))
-                row = self._db.execute("SELECT value FROM aarmor_meta WHERE key='schema_version'").fetchone()
+            first = psycopg.connect(url, autocommit=True, connect_timeout=self._connect_timeout)
+            with first.transaction():
+                first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                first.execute(_SCHEMA)
+                first.execute("INSERT INTO aarmor_meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
+                              (str(PG_SCHEMA_VERSION),))
+                row = first.execute("SELECT value FROM aarmor_meta WHERE key='schema_version'").fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store `{self._safe_url}`: {_why(exc)}") from exc
         if row is None or int(row[0]) != PG_SCHEMA_VERSION:
+            first.close()
             raise StoreError(f"store `{self._safe_url}` has schema version {row[0] if row else None}, expected "
                              f"{PG_SCHEMA_VERSION}")
-        self._lock = threading.RLock()
+        # The pool: up to `pool_size` connections (URL option `aarmor_pool`, default 4), opened on demand. A
+        # thread takes one for an operation, or for a whole transaction or `session_lock` block (bound to the
+        # thread, so everything nested in it runs on the same connection), so one Guard's sessions commit in
+        # parallel instead of queueing on one connection (BENCHMARKS.md, cluster load).
+        self._cond = threading.Condition()
+        self._conns: list[_Conn] = [_Conn(first)]
+        self._idle: list[_Conn] = [self._conns[0]]
+        self._bound = threading.local()
         self._closed = False
-        #: transaction nesting depth (0: none open)
-        self._in_txn = 0
         # The watchdog: a server that stops answering (paused, a network path that drops packets silently)
         # would make a call wait forever (libpq has no client-side timeout). An operation running longer than
         # `op_timeout` has its socket shut down, so it fails (StoreError: the call is refused) and the next
-        # operation reconnects.
-        self._busy_since: float | None = None
+        # operation on that connection reconnects.
         self._watchdog = threading.Thread(target=self._watch, name="aarmor-pg-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -161,115 +180,205 @@ class PostgresStore(Store):
         tick = min(1.0, self.op_timeout / 4)
         while not self._closed:
             time.sleep(tick)
-            since = self._busy_since
-            if since is not None and time.monotonic() - since > self.op_timeout:
-                log.error("PostgreSQL store %s: no answer for %.0f s; dropping the connection", self._safe_url,
-                          self.op_timeout)
-                with contextlib.suppress(OSError, AttributeError):
-                    sock = socket.socket(fileno=os.dup(self._db.pgconn.socket))
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    finally:
-                        sock.close()
-                self._busy_since = None
+            with self._cond:
+                conns = list(self._conns)
+            for c in conns:
+                since = c.busy_since
+                if since is not None and time.monotonic() - since > self.op_timeout:
+                    log.error("PostgreSQL store %s: no answer for %.0f s; dropping the connection", self._safe_url,
+                              self.op_timeout)
+                    with contextlib.suppress(OSError, AttributeError, ValueError):
+                        sock = socket.socket(fileno=os.dup(c.db.pgconn.socket))
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        finally:
+                            sock.close()
+                    c.busy_since = None
 
+    # --- connections --------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _busy(self) -> Iterator[None]:
-        """Mark an operation under way for the watchdog (the outermost one sets the clock)."""
-        outer = self._busy_since is None
-        if outer:
-            self._busy_since = time.monotonic()
-        try:
-            yield
-        finally:
-            if outer:
-                self._busy_since = None
+    def _conn(self) -> Iterator[_Conn]:
+        """The connection bound to this thread (nested use), or one taken from the pool for the block.
 
-    # --- connection ---------------------------------------------------------------------------------------
-    def _ensure(self) -> None:
-        """Reconnect after the connection broke (the server restarted, the backend was terminated, a network
-        cut). The operation that found it broken has failed already (a StoreError: its action was refused);
-        the next one finds a fresh connection, so service resumes by itself once the server is back."""
-        self._check_open()
-        if self._in_txn or not (self._db.closed or self._db.broken):
+        The operation's clock for the watchdog starts here (outermost use). A connection found broken (the
+        server restarted, the backend was terminated, a network cut) is replaced: the operation that broke
+        it has failed already (a StoreError: its action was refused); the next one gets a fresh connection,
+        so service resumes by itself once the server is back.
+        """
+        bound: _Conn | None = getattr(self._bound, "conn", None)
+        if bound is not None:
+            yield bound
             return
+        conn = self._take()
+        self._bound.conn = conn
+        conn.busy_since = time.monotonic()
         try:
-            fresh = self._psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
+            yield conn
+        finally:
+            conn.busy_since = None
+            self._bound.conn = None
+            self._give(conn)
+
+    def _take(self) -> _Conn:
+        deadline = time.monotonic() + self.op_timeout
+        conn: _Conn | None
+        with self._cond:
+            while True:
+                self._check_open()
+                if self._idle:
+                    conn = self._idle.pop()
+                    break
+                if len(self._conns) < self.pool_size:
+                    conn = None
+                    self._conns.append(placeholder := _Conn(None))
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(f"PostgreSQL store `{self._safe_url}`: no connection free within "
+                                     f"{self.op_timeout:g} s (aarmor_pool={self.pool_size})")
+                self._cond.wait(left)
+        if conn is None:  # a new connection, opened outside the pool's lock
+            try:
+                placeholder.db = self._connect()
+            except BaseException:
+                with self._cond:
+                    self._conns.remove(placeholder)
+                    self._cond.notify()
+                raise
+            return placeholder
+        if conn.db.closed or conn.db.broken:
+            try:
+                fresh = self._connect()
+            except BaseException:
+                self._give(conn)
+                raise
+            with contextlib.suppress(Exception):
+                conn.db.close()
+            conn.db = fresh
+        return conn
+
+    def _give(self, conn: _Conn) -> None:
+        with self._cond:
+            if self._closed:
+                with contextlib.suppress(Exception):
+                    conn.db.close()
+            else:
+                self._idle.append(conn)
+            self._cond.notify()
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
         except self._psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store `{self._safe_url}` unreachable: {_why(exc)}") from exc
-        with contextlib.suppress(Exception):
-            self._db.close()
-        self._db = fresh
+
+    @property
+    def _cur(self) -> _Conn:
+        """The connection of the transaction under way on this thread (inside `_txn` / `append_all`)."""
+        conn: _Conn | None = getattr(self._bound, "conn", None)
+        if conn is None:
+            raise RuntimeError("no PostgreSQL transaction is open on this thread")
+        return conn
 
     # --- transactions -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
-        with self._lock:
-            self._ensure()
-            depth = self._in_txn
+        with self._conn() as c:
+            depth = c.in_txn
             try:
-                with self._busy(), self._db.transaction():  # nested: a savepoint inside the outer transaction
-                    self._in_txn = depth + 1
+                with c.db.transaction():  # nested: a savepoint inside the outer transaction
+                    c.in_txn = depth + 1
                     yield
             except self._psycopg.Error as exc:
                 raise StoreError(f"write to `{self._safe_url}` failed: {_why(exc)}") from exc
             finally:
-                self._in_txn = depth
+                c.in_txn = depth
 
     def _lock_sessions(self, session_ids: Sequence[str]) -> None:
         for key in sorted({_session_lock(s) for s in session_ids}):
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            self._cur.db.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     @contextlib.contextmanager
     def session_lock(self, session_id: str) -> Iterator[None]:
         """The session's advisory lock at connection level: every other process's append to the session waits
         (ours go through: PostgreSQL advisory locks are re-entrant within a connection)."""
         key = _session_lock(session_id)
-        with self._lock:
-            self._ensure()
+        with self._conn() as c:
             try:
-                with self._busy():
-                    self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
+                c.db.execute("SELECT pg_advisory_lock(%s)", (key,))
             except self._psycopg.Error as exc:
                 raise StoreError(f"cannot lock session `{session_id}` in `{self._safe_url}`: {_why(exc)}") from exc
             try:
                 yield
             finally:
                 with contextlib.suppress(self._psycopg.Error):
-                    self._db.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    c.db.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def append_all(self, logs: tuple[LogRecord, ...] = (), receipts: tuple[ReceiptRecord, ...] = ()) -> None:
-        """`Store.append_all`, with the sessions it appends to locked first (across processes)."""
+        """`Store.append_all` with the sessions it appends to locked first (across processes): BEGIN, the
+        sessions' advisory locks, their heads in one query, the in-flight owners it settles (if any) in one
+        more, then, every check passed, all the writes as one statement (`_Batch`) and COMMIT: 5 to 7 round
+        trips where writing row by row took ~13 (psycopg's pipeline mode, which would send them together,
+        cost more client CPU than it saved here: BENCHMARKS.md)."""
         sessions = [r.session_id for r in logs] + [r.session_id for r in receipts]
-        with self._txn():
-            self._lock_sessions(sessions)
-            super().append_all(logs, receipts)  # nests: the outer transaction is the one that commits
+        with self._conn() as c:
+            try:
+                with c.db.transaction():
+                    c.in_txn, c.batch = 1, _Batch()
+                    self._lock_sessions(sessions)
+                    self._append_all(logs, receipts)
+                    c.batch.flush(c.db)
+            except self._psycopg.Error as exc:
+                raise StoreError(f"write to `{self._safe_url}` failed: {_why(exc)}") from exc
+            finally:
+                c.in_txn, c.batch = 0, None
+
+    @property
+    def _batching(self) -> _Batch | None:
+        conn: _Conn | None = getattr(self._bound, "conn", None)
+        return None if conn is None else conn.batch
+
+    _HEADS = ("SELECT k.s, l.seq, l.entry_hash, r.seq, r.receipt_hash FROM unnest(%s::text[]) AS k(s) "
+              "LEFT JOIN LATERAL (SELECT seq, entry_hash FROM log_entries WHERE session_id = k.s "
+              "ORDER BY seq DESC LIMIT 1) l ON true "
+              "LEFT JOIN LATERAL (SELECT seq, receipt_hash FROM receipts WHERE session_id = k.s "
+              "ORDER BY seq DESC LIMIT 1) r ON true")
+
+    def _read_heads(self, session_ids: Sequence[str]) -> dict[str, tuple[Head, Head]]:
+        return {str(sid): (None if ls is None else (int(ls), str(lh)), None if rs is None else (int(rs), str(rh)))
+                for sid, ls, lh, rs, rh in self._x(self._HEADS, (list(session_ids),)).fetchall()}
+
+    def _inflight_owners(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+        # the rows locked (FOR UPDATE): a recovery's claim and this process's own outcome serialise, one of
+        # them sees the other's change, instead of both reading the old owner under READ COMMITTED
+        rows = self._x("SELECT i.session_id, i.action_id, i.owner FROM inflight i "
+                       "JOIN unnest(%s::text[], %s::text[]) AS k(s, a) ON i.session_id = k.s AND i.action_id = k.a "
+                       "FOR UPDATE OF i", ([s for s, _ in keys], [a for _, a in keys])).fetchall()
+        return {(str(s), str(a)): str(o) for s, a, o in rows}
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("store already closed")
 
     def _one(self, sql: str, args: tuple[object, ...] = ()) -> Any:
-        with self._lock:
-            self._ensure()
+        with self._conn() as c:
             try:
-                with self._busy():
-                    return self._db.execute(sql, args).fetchone()
+                return c.db.execute(sql, args).fetchone()
             except self._psycopg.Error as exc:
                 raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
 
     def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
-        with self._lock:
-            self._ensure()
+        with self._conn() as c:
             try:
-                with self._busy():
-                    return self._db.execute(sql, args).fetchall()
+                return list(c.db.execute(sql, args).fetchall())
             except self._psycopg.Error as exc:
                 raise StoreError(f"read from `{self._safe_url}` failed: {_why(exc)}") from exc
 
-    def _x(self, sql: str, args: tuple[object, ...] = ()) -> Any:
+    def _x(self, sql: str, args: tuple[object, ...] | dict[str, object] = ()) -> Any:
         """Execute inside the current transaction (the caller holds `_txn`)."""
-        return self._db.execute(sql, args)
+        return self._cur.db.execute(sql, args)
 
     # --- chains -------------------------------------------------------------------------------------------
     def _log_head(self, session_id: str) -> tuple[int, str] | None:
@@ -278,6 +387,10 @@ class PostgresStore(Store):
         return (int(row[0]), str(row[1])) if row else None
 
     def _insert_log(self, rec: LogRecord) -> None:
+        if self._batching is not None:
+            self._batching.logs.append((rec.session_id, rec.seq, rec.kind, _dumps(rec.body), rec.recorded_at,
+                                     rec.prev_hash, rec.entry_hash))
+            return
         self._x("INSERT INTO log_entries VALUES (%s,%s,%s,%s,%s,%s,%s)",
                 (rec.session_id, rec.seq, rec.kind, _dumps(rec.body), rec.recorded_at, rec.prev_hash,
                  rec.entry_hash))
@@ -288,6 +401,11 @@ class PostgresStore(Store):
         return (int(row[0]), str(row[1])) if row else None
 
     def _insert_receipt(self, r: ReceiptRecord) -> None:
+        if self._batching is not None:
+            self._batching.receipts.append((r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool,
+                                         r.operation, r.decision, r.policy_id, r.human, r.receipt_hash,
+                                         _dumps(r.body)))
+            return
         self._x("INSERT INTO receipts (receipt_id, session_id, seq, action_id, timestamp, tool, operation, "
                 "decision, policy_id, human, receipt_hash, body) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
@@ -442,6 +560,9 @@ class PostgresStore(Store):
 
     # --- the transparency log (aarmor.receipts.transparency) ---------------------------------------------
     def _insert_leaf(self, receipt_id: str, leaf: bytes) -> None:
+        if self._batching is not None:
+            self._batching.leaves.append((receipt_id, leaf))
+            return
         self._x("SELECT pg_advisory_xact_lock(%s)", (_LEAF_LOCK,))
         self._x("INSERT INTO merkle_leaves VALUES ((SELECT coalesce(max(leaf_index) + 1, 0) FROM merkle_leaves), "
                 "%s, %s)", (receipt_id, leaf))
@@ -478,21 +599,31 @@ class PostgresStore(Store):
 
     # --- actions in flight and their owners' leases (crash recovery, docs/durability.md) ----------------
     def _insert_inflight(self, rec: InflightRecord) -> None:
+        if self._batching is not None:
+            self._batching.started.append((rec.session_id, rec.action_id, rec.log_seq, rec.owner, rec.requested_at))
+            return
         self._x("INSERT INTO inflight VALUES (%s,%s,%s,%s,%s)",
                 (rec.session_id, rec.action_id, rec.log_seq, rec.owner, rec.requested_at))
 
     def _inflight_owner(self, session_id: str, action_id: str) -> str | None:
         # inside a write: lock the row, so a recovery's claim and this process's own outcome serialise (one
         # of them sees the other's change) instead of both reading the old owner under READ COMMITTED
-        lock = " FOR UPDATE" if self._in_txn else ""
+        conn = getattr(self._bound, "conn", None)
+        lock = " FOR UPDATE" if conn is not None and conn.in_txn else ""
         row = self._one("SELECT owner FROM inflight WHERE session_id=%s AND action_id=%s" + lock,
                         (session_id, action_id))
         return str(row[0]) if row else None
 
     def _set_inflight_owner(self, session_id: str, action_id: str, owner: str) -> None:
+        if self._batching is not None and owner == RECOVERED:
+            self._batching.recovered.append((session_id, action_id))
+            return
         self._x("UPDATE inflight SET owner=%s WHERE session_id=%s AND action_id=%s", (owner, session_id, action_id))
 
     def _delete_inflight(self, session_id: str, action_id: str) -> None:
+        if self._batching is not None:
+            self._batching.ended.append((session_id, action_id))
+            return
         self._x("DELETE FROM inflight WHERE session_id=%s AND action_id=%s", (session_id, action_id))
 
     def inflight_list(self) -> list[InflightRecord]:
@@ -514,6 +645,9 @@ class PostgresStore(Store):
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:
+        if self._batching is not None:
+            self._batching.telemetry.append((ev.event_id, _dumps(ev.to_json())))
+            return
         self._x("INSERT INTO telemetry_spool (event_id, body) VALUES (%s, %s) ON CONFLICT (event_id) DO NOTHING",
                 (ev.event_id, _dumps(ev.to_json())))
 
@@ -556,30 +690,102 @@ class PostgresStore(Store):
                 for c, e, at, s, a, t, k, sc, x, d in rows]
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for c in idle:  # connections in use are closed when given back
+            with contextlib.suppress(Exception):
+                c.db.close()
 
 
-def _own_options(url: str) -> tuple[str, float]:
-    """Take aarmor's own URL option off before libpq sees it: `aarmor_timeout` (seconds an operation may
-    take before the watchdog drops the connection; default 30)."""
+class _Batch:
+    """The writes of one `append_all`, sent as a single statement (data-modifying CTEs over `unnest` arrays):
+    one statement's client and server work instead of one per row and table.
+
+    INVARIANT: flushed inside the commit's transaction, after the transparency-log lock was taken (a
+    separate statement before it: the leaf indexes are read from the snapshot of the batch statement, which
+    starts after the lock is held, so two commits never compute the same index).
+    """
+
+    def __init__(self) -> None:
+        self.logs: list[tuple[Any, ...]] = []
+        self.receipts: list[tuple[Any, ...]] = []
+        self.leaves: list[tuple[str, bytes]] = []
+        self.started: list[tuple[Any, ...]] = []
+        self.ended: list[tuple[str, str]] = []
+        self.recovered: list[tuple[str, str]] = []
+        self.telemetry: list[tuple[str, str]] = []
+
+    # each part reads its rows from one JSON parameter holding every part's rows as arrays (the client
+    # encodes it with the C json encoder: binding arrays or rows through the driver cost more client CPU
+    # than the round trips this batch saves)
+    _PARTS = (
+        ("logs", "INSERT INTO log_entries SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, r->>4, r->>5, r->>6 "
+                 "FROM json_array_elements(%(b)s::json->'logs') r"),
+        ("receipts", "INSERT INTO receipts (receipt_id, session_id, seq, action_id, timestamp, tool, operation, "
+                     "decision, policy_id, human, receipt_hash, body) SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, "
+                     "r->>4, r->>5, r->>6, r->>7, r->>8, r->>9, r->>10, r->>11 "
+                     "FROM json_array_elements(%(b)s::json->'receipts') r"),
+        ("leaves", "INSERT INTO merkle_leaves SELECT (SELECT coalesce(max(leaf_index) + 1, 0) FROM merkle_leaves) "
+                   "+ x.n - 1, x.r->>0, decode(x.r->>1, 'hex') "
+                   "FROM json_array_elements(%(b)s::json->'leaves') WITH ORDINALITY AS x(r, n)"),
+        ("started", "INSERT INTO inflight SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, r->>4 "
+                    "FROM json_array_elements(%(b)s::json->'started') r"),
+        ("ended", "DELETE FROM inflight i USING json_array_elements(%(b)s::json->'ended') r "
+                  "WHERE i.session_id = r->>0 AND i.action_id = r->>1"),
+        ("recovered", f"UPDATE inflight i SET owner = '{RECOVERED}' "
+                      "FROM json_array_elements(%(b)s::json->'recovered') r "
+                      "WHERE i.session_id = r->>0 AND i.action_id = r->>1"),
+        ("telemetry", "INSERT INTO telemetry_spool (event_id, body) SELECT r->>0, r->>1 "
+                      "FROM json_array_elements(%(b)s::json->'telemetry') WITH ORDINALITY AS x(r, n) ORDER BY x.n "
+                      "ON CONFLICT (event_id) DO NOTHING"),
+    )
+
+    def flush(self, db: Any) -> None:
+        parts, rows = [], {}
+        for name, sql in self._PARTS:
+            if getattr(self, name):
+                parts.append(f"{name} AS ({sql})")
+                rows[name] = getattr(self, name)
+        if not parts:
+            return
+        if self.leaves:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_LEAF_LOCK,))
+            rows["leaves"] = [(r, leaf.hex()) for r, leaf in self.leaves]
+        db.execute("WITH " + ", ".join(parts) + " SELECT 1", {"b": _dumps(rows)})
+
+
+def _own_options(url: str) -> tuple[str, float, int]:
+    """Take aarmor's own URL options off before libpq sees them: `aarmor_timeout` (seconds an operation may
+    take before the watchdog drops its connection, or wait for a free one; default 30) and `aarmor_pool`
+    (connections one store object may open; default 4)."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    mine = [v for k, v in query if k == "aarmor_timeout"]
-    timeout = 30.0
-    if mine:
+    mine = {k: v for k, v in query if k in ("aarmor_timeout", "aarmor_pool")}  # the last one given wins
+    timeout, pool = 30.0, 4
+    if "aarmor_timeout" in mine:
         try:
-            timeout = float(mine[-1])
+            timeout = float(mine["aarmor_timeout"])
         except ValueError:
-            raise StoreError(f"store URL option aarmor_timeout=`{mine[-1]}` is not a number of seconds") from None
+            raise StoreError(f"store URL option aarmor_timeout=`{mine['aarmor_timeout']}` is not a number of "
+                             "seconds") from None
         if not 0.5 <= timeout <= 3600:
             raise StoreError(f"store URL option aarmor_timeout={timeout:g} is outside 0.5-3600 seconds")
-    rest = urlencode([(k, v) for k, v in query if k != "aarmor_timeout"])
-    return urlunsplit(parts._replace(query=rest)), timeout
+    if "aarmor_pool" in mine:
+        try:
+            pool = int(mine["aarmor_pool"])
+        except ValueError:
+            raise StoreError(f"store URL option aarmor_pool=`{mine['aarmor_pool']}` is not a whole number of "
+                             "connections") from None
+        if not 1 <= pool <= 64:
+            raise StoreError(f"store URL option aarmor_pool={pool} is outside 1-64 connections")
+    rest = urlencode([(k, v) for k, v in query if k not in mine])
+    return urlunsplit(parts._replace(query=rest)), timeout, pool
 
 
 def _without_password(url: str) -> str:
