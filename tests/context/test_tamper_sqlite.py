@@ -256,3 +256,13 @@ def test_any_single_change_to_a_stored_entry_is_detected(data: st.DataObject) ->
         assert not report.verified, mut
         assert report.failures[0].session_id == SID
         assert report.failures[0].what in {"edited", "deleted", "inserted", "reordered", "malformed"}
+
+
+def test_sqlite_seq_made_negative_on_the_last_entry_is_detected(tmp_path: Path) -> None:
+    """Found by the property above: a read filtered on `seq > -1` dropped a row whose seq was edited to -1,
+    so a tampered last entry looked like a clean, shorter chain. Every stored row must reach the check."""
+    db = _db(tmp_path / "a.db")
+    last = max(r[0] for r in sqlite3.connect(db).execute("SELECT seq FROM log_entries"))
+    _sql(db, ("UPDATE log_entries SET seq = -1 WHERE seq = ?", (last,)))
+    assert not _check(db).verified
+    assert _cli(db).exit_code == 1

@@ -44,7 +44,7 @@ def test_a_held_session_lock_does_not_stop_other_sessions_commits(pg: str) -> No
                     store.append_all(logs=(_entry("s1", 0, GENESIS),))  # the holder's own commit goes through
                     holding.set()
                     release.wait(30)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
                 holding.set()
 

@@ -329,7 +329,7 @@ class SessionContext:
             st = self._state
             head = st.head
             start = -1 if head is None else head[0]
-            new = list(self._store.read_log(st.session_id, after=start))
+            new = list(self._store.read_log(st.session_id, after=None if head is None else start))
             prev_seq, prev_hash = (start, head[1]) if head is not None else (-1, None)
             for rec in new:
                 if rec.seq != prev_seq + 1 or (prev_hash is not None and rec.prev_hash != prev_hash) \

@@ -87,8 +87,11 @@ class Store(ABC):
     def _insert_receipt(self, rec: ReceiptRecord) -> None: ...
 
     @abstractmethod
-    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
-        """Entries of one session ordered by seq (only those with seq > `after`)."""
+    def read_log(self, session_id: str, after: int | None = None) -> Iterator[LogRecord]:
+        """Entries of one session ordered by seq: every stored one (None), or those with seq > `after`.
+
+        INVARIANT: with no `after`, nothing stored is filtered out, whatever its seq: a row whose seq was
+        edited (say to -1) must reach the chain check and fail it, not vanish from the read."""
 
     @abstractmethod
     def log_sessions(self) -> list[str]:

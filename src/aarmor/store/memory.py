@@ -199,9 +199,9 @@ class MemoryStore(Store):
             raise StoreError(f"receipt `{rec.receipt_id}` already stored")
         self._pending.append(("receipt", copy.deepcopy(rec)))
 
-    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
+    def read_log(self, session_id: str, after: int | None = None) -> Iterator[LogRecord]:
         with self._lock:
-            yield from [r for r in self._logs.get(session_id, []) if r.seq > after]
+            yield from [r for r in self._logs.get(session_id, []) if after is None or r.seq > after]
 
     def log_sessions(self) -> list[str]:
         with self._lock:

@@ -411,9 +411,11 @@ class PostgresStore(Store):
                 (r.receipt_id, r.session_id, r.seq, r.action_id, r.timestamp, r.tool, r.operation, r.decision,
                  r.policy_id, r.human, r.receipt_hash, _dumps(r.body)))
 
-    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
+    def read_log(self, session_id: str, after: int | None = None) -> Iterator[LogRecord]:
+        # no `after`: every stored row, whatever its seq (Store.read_log)
         rows = self._all("SELECT session_id, seq, kind, body, recorded_at, prev_hash, entry_hash FROM log_entries "
-                         "WHERE session_id=%s AND seq>%s ORDER BY seq", (session_id, after))
+                         "WHERE session_id=%s AND (%s::bigint IS NULL OR seq>%s) ORDER BY seq",
+                         (session_id, after, after))
         for s, seq, kind, body, at, prev, h in rows:
             yield LogRecord(s, int(seq), kind, json.loads(body), at, prev, h)
 

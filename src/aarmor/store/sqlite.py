@@ -265,8 +265,12 @@ class SqliteStore(Store):
         )
         self._heads[("receipt", r.session_id)] = (r.seq, r.receipt_hash)
 
-    def read_log(self, session_id: str, after: int = -1) -> Iterator[LogRecord]:
-        rows = self._all("SELECT * FROM log_entries WHERE session_id=? AND seq>? ORDER BY seq", (session_id, after))
+    def read_log(self, session_id: str, after: int | None = None) -> Iterator[LogRecord]:
+        if after is None:
+            rows = self._all("SELECT * FROM log_entries WHERE session_id=? ORDER BY seq", (session_id,))
+        else:
+            rows = self._all("SELECT * FROM log_entries WHERE session_id=? AND seq>? ORDER BY seq",
+                             (session_id, after))
         for s, seq, kind, body, at, prev, h in rows:
             yield LogRecord(str(s), int(seq), str(kind), json.loads(str(body)), str(at), str(prev), str(h))  # type: ignore[call-overload]
 
