@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+
 #: attributes of a Claude Code `tool_result` event (AARM 4.3), with the tool and parameters given
 def claude_tool_result(tool: str, parameters: Mapping[str, Any], *, session: str = "cc-session-1",
                        tool_use_id: str, source: str | None = None, success: bool = True,

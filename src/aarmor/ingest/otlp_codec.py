@@ -25,8 +25,15 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-__all__ = ["PROTOBUF", "JSON", "PayloadError", "decode_request", "encode_response", "encode_status",
-           "media_type"]
+__all__ = [
+    "JSON",
+    "PROTOBUF",
+    "PayloadError",
+    "decode_request",
+    "encode_response",
+    "encode_status",
+    "media_type",
+]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -149,7 +156,7 @@ def encode_status(kind: str, code: int, message: str) -> bytes:
 
 def _encode(msg: Message, kind: str) -> bytes:
     if kind == PROTOBUF:
-        return msg.SerializeToString()
+        return bytes(msg.SerializeToString())
     return json.dumps(json_format.MessageToDict(msg), separators=(",", ":")).encode()
 
 

@@ -26,8 +26,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aarmor.errors import AarmorError, AuthError
-from aarmor.ingest.otlp_codec import JSON, PROTOBUF, PayloadError, decode_request, encode_response, encode_status, inflate, \
-    media_type
+from aarmor.ingest.otlp_codec import (
+    JSON,
+    PROTOBUF,
+    PayloadError,
+    decode_request,
+    encode_response,
+    encode_status,
+    inflate,
+    media_type,
+)
 from aarmor.ingest.recorder import Recorder
 from aarmor.ingest.tool_events import parse_logs, parse_traces
 from aarmor.tokens import authenticate

@@ -278,12 +278,18 @@ def _log_event(rec: Any, name: str, attrs: Mapping[str, Any], res: Mapping[str, 
     source = {"format": "otlp", "signal": "logs", "convention": "claude_code", "event_name": rec.event_name
               or _str(attrs, "event.name"), "tool_use_id": use_id, "reported_tool": tool,
               "trace_id": hex_id(rec.trace_id) or None, "span_id": hex_id(rec.span_id) or None,
-              "duration_ms": duration if isinstance(duration, int | float) else None,
-              "tool_result_size_bytes": attrs.get("tool_result_size_bytes")}
+              "duration_ms": _number(duration), "tool_result_size_bytes": _number(attrs.get("tool_result_size_bytes"))}
     obs = Observation(executed=executed, success=success if executed else None, error=error,
                       started_at=started, completed_at=completed, approval=approval,
                       source={k: v for k, v in source.items() if v is not None})
     return ToolEvent(key, session, human, service, agent, tool, arguments, obs)
+
+
+def _number(value: Any) -> int | float | None:
+    """A reported count for the receipt: receipts hold only integers JSON numbers carry exactly (2^53)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or abs(value) >= 2**53:
+        return None
+    return value
 
 
 def _iso(text: str | None) -> datetime | None:
