@@ -313,7 +313,6 @@ class Mediator:
             except Exception as exc:  # the decision aarmor would have made: fail closed
                 call = self._denied_call(st, action, now, exc)
         call.observed = observation
-        st.flights[call.action.action_id] = Flight(done=True, executed=observation.executed is True)
         alert = call.decision.result in ALERT_RESULTS
         alerts = (*_alerts(call), OBSERVED_ALERT) if alert else _alerts(call)
         executed = observation.executed
@@ -336,6 +335,9 @@ class Mediator:
                 call.execution["output_hash"] = out.body.get("output_digest")
 
         receipt_id = self._commit(call, kind="decision", stage=stage)
+        # known to this session only once recorded, so a retry after a failed commit may use the same id
+        st.flights[call.action.action_id] = Flight()
+        self._landed(call, executed=observation.executed is True)
         d = call.decision
         return ObservedRecord(receipt_id, call.action.action_id, call.action.tool, call.action.raw_tool, d.result,
                               d.reason, alert)

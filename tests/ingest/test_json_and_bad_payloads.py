@@ -162,3 +162,26 @@ def test_concurrent_redeliveries_give_one_receipt(receiver: Any) -> None:
     assert codes == [200] * 4
     receipts = verified(receiver, "json-1")
     assert sorted(r["action"]["parameters"]["path"] for r in receipts) == ["1", "2", "3", "4", "5"]
+
+
+def test_a_meta_tool_not_naming_its_tool_is_recorded_as_the_deny_aarmor_would_have_made(receiver: Any) -> None:
+    r = _post(receiver, "/v1/logs", json.dumps(_log_doc(_log("Skill", {"args": "x"}, "skill-1"))).encode())
+    assert r.status_code == 200 and r.json() == {}
+    [rec] = verified(receiver, "json-1")
+    never_claims_a_block(rec)
+    assert rec["decision"]["result"] == "DENY" and rec["error"]["class"] == "InputError"
+    assert "meta-tool `Skill`" in rec["decision"]["reason"] and rec["enforcement"]["alert"] == "observed_violation"
+    assert rec["action"]["raw_tool"] == "Skill" and rec["enforcement"]["executed"] is True
+
+
+def test_deduplication_survives_a_restart_of_the_receiver(receiver: Any) -> None:
+    from aarmor.ingest.otlp_codec import JSON, decode_request
+    from aarmor.ingest.recorder import Recorder
+    from aarmor.ingest.tool_events import parse_logs
+
+    body = json.dumps(_log_doc(_log("Read", {"file_path": "x"}, "restart-1"))).encode()
+    assert _post(receiver, "/v1/logs", body).status_code == 200
+    # a new receiver process state (fresh Recorder) on the same store: the event is known from its receipts
+    again = Recorder(receiver.guard).record(parse_logs(decode_request("logs", body, JSON)))
+    assert (again.recorded, again.duplicates) == ([], 1)
+    assert len(verified(receiver, "json-1")) == 1
