@@ -31,6 +31,8 @@ Rules this module enforces:
   because another process moved the session's chain is retried on the caught-up head under the store's lock
   on the session (`_commit`; entries alone re-base in `Transaction.commit`), never forked, never dropped.
 - The sync and async paths share every phase; only waiting and calling the tool differ.
+- An observed action (`observe`, AARM 4.3 OTel ingestion) is decided by the same phases but nothing is
+  enforced: its entries and receipt are marked observed and say what the policy would have decided.
 The mediator never parses YAML, never speaks a protocol, and never decides: the PDP does.
 """
 
@@ -64,6 +66,7 @@ from aarmor.intent import AlignmentScorer
 from aarmor.metatools import Unwrapped, rewrap, unwrap
 from aarmor.model import Action, ContextSnapshot, Decision, DecisionResult, FrozenMap, Identity, thaw
 from aarmor.normalize import normalize_action, normalize_name
+from aarmor.observed import ALERT_RESULTS, OBSERVED, OBSERVED_ALERT, Observation, ObservedRecord, ObservedToolError
 from aarmor.policy import apply_modifications, evaluate
 from aarmor.receipts import ReceiptSigner, build_receipt, parameters_digest, redact_parameters
 from aarmor.store import GENESIS, LogRecord, PendingRecord, Store
@@ -152,6 +155,8 @@ class _Call:
     credential: Credential | None = None
     #: crash recovery ends this call: whose it was and who recovered it (`enforcement.recovered`)
     recovered: dict[str, Any] | None = None
+    #: an observed action (`Mediator.observe`): what was reported, nothing enforced (`enforcement.mode`)
+    observed: Observation | None = None
 
 
 class Mediator:
@@ -265,6 +270,77 @@ class Mediator:
         call.final = dataclasses.replace(
             call.final, reason=f"unattended: {call.final.result.value} not waited for; {call.final.reason}")
         return True
+
+    # --- observed actions (AARM 4.3 OTel ingestion: after the fact, nothing enforced) -------------
+    def observe(self, st: SessionState, tool: str, arguments: Any, operation: str | None,
+                observation: Observation, *, action_id: str | None = None) -> ObservedRecord:
+        """Record an action a telemetry stream reported: judged by the policy, nothing enforced.
+
+        The phases of a mediated call up to the decision (normalisation and meta-tool resolution, identity,
+        context snapshot, PDP), then one commit of the `action_requested` and `action_outcome` entries (the
+        outcome as reported) and a signed receipt, all marked observed (docs/ingest-otlp.md). Nothing waits,
+        nothing runs, no approval or deferral is opened: the action already happened, or did not, without
+        aarmor. A call that cannot be normalised is recorded with the fail-closed DENY aarmor would have made.
+
+        Raises:
+            InputError: `action_id` is malformed or was already used in this session (nothing recorded).
+            RuntimeError: the session is closed.
+            StoreError, ChainError: the record could not be written (nothing was).
+        """
+        now = self._clock()
+        if action_id is not None and (not isinstance(action_id, str) or not _ACTION_ID.fullmatch(action_id)):
+            raise InputError(f"action_id `{action_id!r}` must be 1-80 characters of letters, digits, `_.-`")
+        if action_id is not None and action_id in st.flights:
+            raise InputError(f"action_id `{action_id}` was already used in session `{st.session_id}`")
+        try:
+            action = self._normalize(st, tool, arguments, operation, now, action_id)
+        except RuntimeError:
+            raise  # caller misuse (closed session): not an action at all
+        except Exception as exc:
+            action = _placeholder_action(st, tool, operation, now)
+            if action_id is not None:
+                action = dataclasses.replace(action, action_id=action_id)
+            call = self._denied_call(st, action, now, exc)
+        else:
+            if observation.started_at is not None:  # when it happened, as reported (not when aarmor heard)
+                action = dataclasses.replace(action, timestamp=observation.started_at)
+            try:
+                decision, action, flag, snapshot = self._decide_with(st, action, now)
+                call = _Call(st, action, decision, decision, now, redact_parameters(action.parameters,
+                                                                                    self._cfg.redaction),
+                             action.parameters_digest or parameters_digest(action.parameters), flag=flag,
+                             snapshot=snapshot)
+            except Exception as exc:  # the decision aarmor would have made: fail closed
+                call = self._denied_call(st, action, now, exc)
+        call.observed = observation
+        alert = call.decision.result in ALERT_RESULTS
+        alerts = (*_alerts(call), OBSERVED_ALERT) if alert else _alerts(call)
+        executed = observation.executed
+        if executed:
+            call.execution = {"started_at": format_ts(observation.started_at) if observation.started_at else None,
+                              "completed_at": format_ts(observation.completed_at) if observation.completed_at
+                              else None, "success": observation.success, "output_hash": None,
+                              "error": observation.error, "reported": True}
+        call.approval = dict(observation.approval) if observation.approval is not None else None
+        error: BaseException | None = ObservedToolError(observation.error) if executed and observation.error \
+            else call.error
+
+        def stage(tx: Any) -> None:
+            req = tx.requested(call.action, call.decision, parameters_view=call.params_view, alerts=alerts,
+                               parameters_digest=call.params_digest, now=call.now, observed=True)
+            call.log_seq, call.context_hash = req.seq, req.entry_hash
+            out = tx.observed_outcome(call.action, executed=executed, success=observation.success,
+                                      output=observation.output, error=error, now=self._clock())
+            if call.execution is not None:  # the digest of the reported output, as the log holds it
+                call.execution["output_hash"] = out.body.get("output_digest")
+
+        receipt_id = self._commit(call, kind="decision", stage=stage)
+        # known to this session only once recorded, so a retry after a failed commit may use the same id
+        st.flights[call.action.action_id] = Flight()
+        self._landed(call, executed=observation.executed is True)
+        d = call.decision
+        return ObservedRecord(receipt_id, call.action.action_id, call.action.tool, call.action.raw_tool, d.result,
+                              d.reason, alert)
 
     # --- phase 1: normalise, verify, snapshot, decide, record "requested" ----------------------
     def _normalize(self, st: SessionState, tool: str, arguments: Any, operation: str | None,
@@ -856,6 +932,16 @@ class Mediator:
                                "reason": call.final.reason, "identity_flag": call.flag}
         if call.recovered is not None:  # crash recovery: the tool may have run, nobody knows its outcome
             body["enforcement"].update(executed="unknown", recovered=call.recovered)
+        if call.observed is not None:  # AARM 4.3: seen after the fact; aarmor enforced nothing
+            ob = call.observed
+            body["enforcement"] = {
+                "mode": OBSERVED, "result": "OBSERVED",
+                "executed": "unknown" if ob.executed is None else ob.executed,
+                "reason": f"observed, not mediated: aarmor did not stand between the agent and this tool; "
+                          f"the policy would have decided {call.decision.result.value}",
+                "identity_flag": call.flag, "alert": OBSERVED_ALERT if call.decision.result in ALERT_RESULTS
+                else None}
+            body["observation"] = dict(ob.source)
         signals = call.snapshot.risk_signals if call.snapshot is not None else FrozenMap()
         findings = signals.get("provenance_findings")
         if findings:  # which argument came from which earlier output (argument paths, never values)

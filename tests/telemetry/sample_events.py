@@ -60,6 +60,11 @@ def _outcome(action_id: str, success: bool, *, injection: list[str] | None = Non
     return _rec("action_outcome", body)
 
 
+def _observed(rec: LogRecord) -> LogRecord:
+    return LogRecord(rec.session_id, rec.seq, rec.kind, {**rec.body, "enforcement": "observed"}, rec.recorded_at,
+                     rec.prev_hash, rec.entry_hash)
+
+
 def _receipt(action_id: str) -> ReceiptRecord:
     return ReceiptRecord(f"rcpt_{action_id}", SESSION, 1, action_id, "2026-11-29T10:00:00.200Z", "email", "send",
                          "ALLOW", "support-policy", "alice@example.com", "0" * 64, {})
@@ -94,6 +99,10 @@ def sample_events(*, export_parameters: frozenset[str] = frozenset({"to"})) -> l
                                    "deferral_id": "dfr_2", "resolution_method": "timeout", "result": "DENY"}),
         _requested("act_drift", "ALLOW", alerts=["drift_detected"]), _outcome("act_drift", True,
                                                                               injection=["ignore_previous"]),
+        # an observed action (aarmor ingest otlp): the policy would have denied it; it ran, not blocked
+        _observed(_requested("act_observed", "DENY", tool="shell", reason="no shell",
+                             alerts=["observed_violation"])),
+        _observed(_outcome("act_observed", True)),
         # hostile text where a door or a policy author controls it: tool, operation, reason, human
         _requested("act_hostile", "DENY", tool=HOSTILE, operation=HOSTILE, reason=HOSTILE, human=HOSTILE),
     ]

@@ -123,7 +123,11 @@ def test_round_trip(event: TelemetryEvent) -> None:
         assert (ext["cs2"], ext["cs2Label"]) == (act["action_id"], "actionId")
     if event.session_id:
         assert (ext["cs1"], ext["cs1Label"]) == (event.session_id, "sessionId")
-    if event.type == "action.decided":
+    if event.type == "action.decided" and dec.get("enforcement") == "observed":
+        # aarmor observed it (not mediated): never reported as its own DENY
+        assert ext["act"] == "OBSERVED" and "outcome" not in ext
+        assert header[5] == f"observed {act['tool']}.{act['operation']} (policy would decide {dec['result']})"
+    elif event.type == "action.decided":
         assert ext["act"] == dec["result"]
         assert ext["msg"] == _cef_text(dec["reason"])
         assert header[5] == _cef_text(f"{dec['result']} {act['tool']}.{act['operation']}").replace("\n", " ") \

@@ -24,6 +24,7 @@ from aarmor.normalize import new_action_id
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.guard import Guard
     from aarmor.mediator import SessionState
+    from aarmor.observed import Observation, ObservedRecord
 
 __all__ = ["Session", "current_session", "protect"]
 
@@ -138,6 +139,19 @@ class Session:
                 tx.value(name, value, source="session.update_context", now=now)
             tx.commit()
         self._guard.deferrals.wake_session(self._state.session_id)
+
+    def observe(self, tool: str, arguments: dict[str, Any] | None, observation: Observation, *,
+                operation: str | None = None, action_id: str | None = None) -> ObservedRecord:
+        """Record an action that happened (or was refused) without aarmor, as a telemetry stream reported it
+        (AARM 4.3, observe-only): the policy judges it, nothing is enforced, a receipt marked observed is
+        signed, and a decision that would not have let it run raises an alert (aarmor.observed).
+
+        Raises:
+            InputError: `action_id` malformed or already used in this session. RuntimeError: session closed.
+            StoreError, ChainError: it could not be recorded (nothing was).
+        """
+        return self._guard.mediator.observe(self._state, tool, arguments, operation, observation,
+                                            action_id=action_id)
 
     def evaluate(self, tool: str, arguments: dict[str, Any] | None, *, operation: str | None = None) -> Decision:
         """Dry run: the decision the call would get now. Executes and records nothing."""

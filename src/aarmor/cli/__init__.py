@@ -40,6 +40,7 @@ def _wire() -> None:
         demo,
         gateway,
         identity,
+        ingest,
         keys,
         log,
         pending,
@@ -65,6 +66,8 @@ def _wire() -> None:
     app.command(name="serve")(serve.serve)
     app.command(name="gateway")(gateway.gateway)
     app.command(name="calibrate")(calibrate.calibrate)
+    app.add_typer(ingest.app, name="ingest", help="Observe agent telemetry (OTLP) and record tool calls as "
+                  "observed actions (never blocks).")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from aarmor.errors import ChainError, InputError
 from aarmor.limits import DEFAULT_LIMITS, Limits
 from aarmor.model import Action, ContextSnapshot, Decision, Identity, ToolSpec
 from aarmor.normalize import normalize_name
+from aarmor.observed import OBSERVED
 from aarmor.store.base import Store
 from aarmor.store.records import GENESIS, LogRecord, ReceiptRecord
 
@@ -96,15 +97,19 @@ class Transaction:
         return rec
 
     def requested(self, action: Action, decision: Decision, *, parameters_view: Mapping[str, Any],
-                  parameters_digest: str, now: datetime, alerts: Sequence[str] = ()) -> LogRecord:
+                  parameters_digest: str, now: datetime, alerts: Sequence[str] = (),
+                  observed: bool = False) -> LogRecord:
         """Stage `action_requested`: the action as decided, with redacted parameters and their digest, and the
-        alert signals (`drift_detected`, `injection_suspected`) that held when it was decided.
+        alert signals (`drift_detected`, `injection_suspected`) that held when it was decided. `observed`:
+        an action seen after the fact (aarmor.observed), marked `enforcement: observed`.
 
         Raises:
             InputError: the action belongs to another session, or a malformed decision or digest.
         """
         body = E.requested_body(action, decision, self._ctx._identity_json(action), parameters_view,
                                 parameters_digest, alerts)
+        if observed:  # INVARIANT: absent on mediated actions, so their entries keep their hash and meaning
+            body["enforcement"] = OBSERVED
         return self._stage(E.ACTION_REQUESTED, body, now)
 
     def outcome(self, action: Action, *, executed: bool, success: bool | None, output: Any,
@@ -128,6 +133,20 @@ class Transaction:
         """
         body, _ = self._ctx._outcome_body(action, False, None, None, error, None)
         body.update(executed=None, recovered=dict(recovered))
+        return self._stage(E.ACTION_OUTCOME, body, now)
+
+    def observed_outcome(self, action: Action, *, executed: bool | None, success: bool | None, output: Any,
+                         error: BaseException | None, now: datetime) -> LogRecord:
+        """Stage the `action_outcome` of an observed action (aarmor.observed): as the stream reported it,
+        `executed` None when it did not say (then `success` is null too), marked `enforcement: observed`.
+        A reported output is classified and digested like any output (never stored).
+        """
+        ran = executed is True
+        body, _ = self._ctx._outcome_body(action, ran, success if ran else None, output if ran else None,
+                                          error, None)
+        if executed is None:
+            body["executed"] = None
+        body["enforcement"] = OBSERVED
         return self._stage(E.ACTION_OUTCOME, body, now)
 
     def signal(self, name: str, value: Any, *, detail: Any = None, now: datetime) -> LogRecord:

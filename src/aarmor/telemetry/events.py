@@ -16,7 +16,9 @@ Shape of `TelemetryEvent.to_json()` (every key present, null when it does not ap
                 "parameters": {allowlisted fields}},
      "identity": {"human", "service", "agent", "verified_by", "roles", "effective_scope"},
      "decision": {"result", "rule_id", "reason", "classification", "risk_level", "policy_id",
-                  "policy_version", "policy_hash"},
+                  "policy_version", "policy_hash"} (plus "enforcement": "observed" on the events of an
+                 observed action, aarmor.observed: `result` is what the policy would have decided;
+                 nothing was enforced),
      "execution": {"executed", "success", "error", "output_digest", "classifications"},
      "approval": {"request_id", "approvers", "approver", "granted", "reason", "timeout"},
      "deferral": {"deferral_id", "reason", "context_needed", "timeout_at", "resolution_method", "result"},
@@ -50,6 +52,7 @@ EVENT_TYPES = (
     "deferral.timed_out",    # it ended by its timeout (DENY)
     "alert.drift",           # the session drifted from the user's intent at a decision
     "alert.injection",       # a tool output carried prompt-injection indicators
+    "alert.observed",        # an observed action (not mediated) the policy would not have let run
     "policy.loaded",
     "policy.rejected",
     "verification.failed",   # a context log chain or a receipt did not verify
@@ -58,7 +61,10 @@ EVENT_TYPES = (
 )
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_ALERTS = {"drift_detected": "alert.drift", "injection_suspected": "alert.injection"}
+_ALERTS = {"drift_detected": "alert.drift", "injection_suspected": "alert.injection",
+           "observed_violation": "alert.observed"}
+#: the marker of observed actions (aarmor.observed.OBSERVED): seen after the fact, nothing enforced
+_OBSERVED = "observed"
 
 
 def severity_at_least(severity: str, floor: str) -> bool:
@@ -127,12 +133,16 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
         if rec.kind == "action_requested":
             act, dec = body.get("action") or {}, body.get("decision") or {}
             requested[str(act.get("action_id"))] = body
-            out.append(_event(rec, "action.decided", _decision_severity(dec), act, dec,
-                              receipt_of.get(act.get("action_id")), export_parameters))
+            observed = body.get("enforcement") == _OBSERVED
+            ev = _event(rec, "action.decided", _decision_severity(dec), act, dec,
+                        receipt_of.get(act.get("action_id")), export_parameters)
+            out.append(_observed(ev) if observed else ev)
             for signal in body.get("alerts") or ():
                 kind = _ALERTS.get(signal)
                 if kind is not None:
-                    out.append(_alert(rec, kind, act, signal, "high"))
+                    detail = {"would_decide": dec.get("result"), "rule_id": dec.get("rule_id"),
+                              "reason": dec.get("reason")} if kind == "alert.observed" else None
+                    out.append(_alert(rec, kind, act, signal, "high", detail=detail))
         elif rec.kind == "action_outcome":
             aid = body.get("action_id")
             if body.get("injection"):
@@ -148,6 +158,8 @@ def project(logs: Sequence[Any], receipts: Sequence[Any], *, export_parameters: 
             ev = _event(rec, kind, severity, req.get("action") or body,
                         req.get("decision"), receipt_of.get(aid), export_parameters)
             error = body.get("error") or {}
+            if body.get("enforcement") == _OBSERVED:
+                ev = _observed(ev)
             out.append(_replace(ev, execution={
                 "executed": None if recovered else True, "success": body.get("success"), "error": error.get("class"),
                 "output_digest": body.get("output_digest"),
@@ -166,6 +178,11 @@ def _from_receipt(body: Mapping[str, Any] | None) -> dict[str, Any]:
     act = dict(body.get("action") or {})
     act["identity"] = act.get("requester_context")
     return {"action": act, "decision": body.get("decision")}
+
+
+def _observed(ev: TelemetryEvent) -> TelemetryEvent:
+    """Mark an observed action's event: its decision is what the policy would have decided."""
+    return _replace(ev, decision={**(ev.decision or {}), "enforcement": _OBSERVED})
 
 
 def _replace(ev: TelemetryEvent, **changes: Any) -> TelemetryEvent:
@@ -218,8 +235,10 @@ def _event(rec: Any, type_: str, severity: str, act: Mapping[str, Any], dec: Map
 
 def _alert(rec: Any, type_: str, act: Mapping[str, Any], signal: str, severity: str,
            detail: Mapping[str, Any] | None = None) -> TelemetryEvent:
-    what = "drifted from the user's original request" if type_ == "alert.drift" else \
-        "a tool output carried prompt-injection indicators"
+    what = {"alert.drift": "drifted from the user's original request",
+            "alert.observed": f"observed action `{act.get('tool')}` (not mediated, not blocked) is one the policy "
+                              f"would have decided {(detail or {}).get('would_decide')}"}.get(
+        type_, "a tool output carried prompt-injection indicators")
     return TelemetryEvent(event_id(rec.entry_hash, type_), type_, rec.recorded_at, severity, rec.session_id,
                           action={"action_id": act.get("action_id"), "tool": act.get("tool"),
                                   "operation": act.get("operation"), "timestamp": act.get("timestamp"),

@@ -89,6 +89,8 @@ def _act_outcome(event: TelemetryEvent) -> tuple[str | None, str | None]:
         ended = "DENY" if kind == "deferral.timed_out" else str(deferral.get("result") or "DENY")
         return ended, "failure" if ended == "DENY" else "success"
     result = _text((event.decision or {}).get("result"))
+    if (event.decision or {}).get("enforcement") == "observed":  # aarmor enforced nothing: it observed
+        return "OBSERVED", {"action.executed": "success", "action.failed": "failure"}.get(kind)
     if kind == "action.executed":
         return result, "success"
     if kind == "action.failed":
@@ -105,7 +107,9 @@ def _act_outcome(event: TelemetryEvent) -> tuple[str | None, str | None]:
 def _name(event: TelemetryEvent) -> str:
     call = _call(event.action or {})
     result = (event.decision or {}).get("result")
-    text = {"action.decided": f"{result} {call}", "action.executed": f"executed {call}",
+    decided = f"observed {call} (policy would decide {result})" \
+        if (event.decision or {}).get("enforcement") == "observed" else f"{result} {call}"
+    text = {"action.decided": decided, "action.executed": f"executed {call}",
             "action.failed": f"failed {call}"}.get(event.type)
     if text is None:
         text = event.type + (f" {call}" if call else "")

@@ -48,6 +48,8 @@ _OUTCOME: dict[str, tuple[int, str, int, str]] = {
     "DEFER": (0, "Unknown", 14, "Delayed"),
     "APPROVED": (1, "Allowed", 8, "Approved"),
     "REJECTED": (2, "Denied", 25, "Rejected"),
+    # an observed action (aarmor.observed): seen after the fact, neither allowed nor blocked by aarmor
+    "OBSERVED": (99, "Observed", 17, "Logged"),
 }
 _ACTIVITY_CAPTION = {0: "Unknown", 99: "Other"}
 _API_STATUS = {1: "Success", 2: "Failure", 99: "Other"}
@@ -58,7 +60,7 @@ def to_ocsf(event: TelemetryEvent) -> dict[str, Any]:
     kind = event.type
     decision = event.decision or {}
     if kind.startswith("alert.") or kind == "verification.failed" or (
-            kind == "action.decided" and decision.get("result") == "DENY"):
+            kind == "action.decided" and decision.get("result") == "DENY" and not _observed(event)):
         return _detection_finding(event)
     if kind.startswith("policy."):
         return _policy_lifecycle(event)
@@ -159,6 +161,10 @@ def _product() -> dict[str, Any]:
     return {"name": "aarmor", "vendor_name": "aarmor", "version": __version__}
 
 
+def _observed(event: TelemetryEvent) -> bool:
+    return (event.decision or {}).get("enforcement") == "observed"
+
+
 def _api_outcome(event: TelemetryEvent) -> tuple[int, str, int, str, int, str | None]:
     """(action_id, action, disposition_id, disposition, status_id, status_detail) of an API Activity."""
     kind = event.type
@@ -180,7 +186,7 @@ def _api_outcome(event: TelemetryEvent) -> tuple[int, str, int, str, int, str | 
         detail = _text(deferral.get("reason"))
     else:
         decision = event.decision or {}
-        result = str(decision.get("result") or "")
+        result = "OBSERVED" if _observed(event) else str(decision.get("result") or "")
         detail = _text(decision.get("reason"))
     action_id, action, disposition_id, disposition = _OUTCOME.get(result, (0, "Unknown", 0, "Unknown"))
     if kind == "action.failed":

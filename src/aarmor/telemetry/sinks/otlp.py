@@ -39,8 +39,8 @@ __all__ = ["OtlpOptions", "OtlpSink", "build"]
 
 Formatter = Callable[[TelemetryEvent], str]
 #: event types counted by `aarmor.alerts` (by `aarmor.event.type`)
-ALERT_TYPES = frozenset({"alert.drift", "alert.injection", "verification.failed", "policy.rejected",
-                         "telemetry.degraded", "telemetry.dropped"})
+ALERT_TYPES = frozenset({"alert.drift", "alert.injection", "alert.observed", "verification.failed",
+                         "policy.rejected", "telemetry.degraded", "telemetry.dropped"})
 #: seconds; decisions take milliseconds, approvals are not part of a decision
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REMEMBER = 65_536
