@@ -35,9 +35,15 @@ def receipts(guard: Any, tmp_path: Path, session_id: str | None = None) -> list[
 
 
 def tool_outputs(call: Any) -> dict[str, str]:
-    """call_id -> the tool output the scripted model received as input on that turn."""
-    return {item["call_id"]: item["output"] for item in call.input
-            if isinstance(item, dict) and item.get("type") == "function_call_output"}
+    """call_id -> the tool output (its text) the scripted model received as input on that turn."""
+    out: dict[str, str] = {}
+    for item in call.input:
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            value = item["output"]
+            if isinstance(value, list):  # MCP results arrive as content parts: [{"type": "input_text", ...}]
+                value = "\n".join(part.get("text", "") for part in value)
+            out[item["call_id"]] = value
+    return out
 
 
 async def wait_for(pred: Callable[[], Any], what: str) -> Any:

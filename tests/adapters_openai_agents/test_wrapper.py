@@ -241,7 +241,7 @@ def test_a_session_that_cannot_open_means_the_tool_does_not_run(make_guard: Any)
 def test_protect_refuses_tools_it_cannot_mediate_and_is_idempotent(make_guard: Any) -> None:
     guard = _guard(make_guard)
     door = AgentsDoor(guard, identity=ALICE)
-    with pytest.raises(TypeError, match="cannot mediate.*WebSearchTool"):
+    with pytest.raises(TypeError, match=r"cannot mediate.*WebSearchTool"):
         door.protect(Agent(name="a", tools=[WebSearchTool()]))
     tools = Tools()
     agent = Agent(name="a", tools=tools.all, handoffs=[Agent(name="b", tools=[tools.all[1]])])
