@@ -170,8 +170,9 @@ class AgentsDoor:
         """A copy of `tool` whose every call is mediated; the original is left unchanged."""
         if not isinstance(tool, FunctionTool):
             raise TypeError(f"expected an agents.FunctionTool, found {type(tool).__name__}")
-        if getattr(tool, _WRAPPED_BY, None) is self:
-            return tool
+        if getattr(tool, _WRAPPED_BY, None) is self or any(
+                getattr(g, _WRAPPED_BY, None) is self for g in tool.tool_input_guardrails or ()):
+            return tool  # already mediated by this door (wrapper or guardrails): never twice
         # The function_tool invoker turns the body's exceptions into text for the model; aarmor must see
         # the exception itself to record a failed execution, so the body is called beneath that handler
         # and the tool's failure policy is applied afterwards (`_mediate`), as the SDK would.
@@ -224,7 +225,10 @@ class AgentsDoor:
         """The tool input and output guardrails (use both, on the same tools). See guardrails.py."""
         from aarmor.adapters.openai_agents.guardrails import make_guardrails
 
-        return make_guardrails(self)
+        pair = make_guardrails(self)
+        for g in pair:
+            setattr(g, _WRAPPED_BY, self)
+        return pair
 
     def with_guardrails(self, tools: Sequence[FunctionTool]) -> list[FunctionTool]:
         """Copies of `tools` with the guardrail pair added to their own guardrails."""
