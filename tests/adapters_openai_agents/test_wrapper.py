@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +252,61 @@ def test_protect_refuses_tools_it_cannot_mediate_and_is_idempotent(make_guard: A
     assert [t.on_invoke_tool for t in once.tools] == [t.on_invoke_tool for t in twice.tools]
     assert agent.tools[0].on_invoke_tool is tools.all[0].on_invoke_tool  # the original is untouched
     assert once.handoffs[0].tools[0].on_invoke_tool is not tools.all[1].on_invoke_tool  # handoff protected
+
+
+def test_a_closed_bound_session_means_the_tool_does_not_run(make_guard: Any) -> None:
+    guard = _guard(make_guard)
+    tools = Tools()
+    session = guard.session(identity=ALICE, original_request="deploy x")
+    session.close()
+    door = AgentsDoor(guard, identity=ALICE, session=session)
+    model = ScriptedModel([[function_call("deploy", {"service": "x"}, call_id="c1")], [assistant_message("ok")]])
+    asyncio.run(door.run(Agent(name="a", model=model, tools=tools.all), "deploy x"))
+    assert tools.calls == []
+    text = tool_outputs(model.calls[1])["c1"]
+    assert text.startswith("aarmor blocked the call to `deploy`: decision DENY. Reason: fail closed: RuntimeError")
+
+
+def test_run_sync_and_run_streamed_are_mediated_too(make_guard: Any, tmp_path: Path) -> None:
+    guard = _guard(make_guard)
+    tools = Tools()
+    door = AgentsDoor(guard, identity=ALICE)
+
+    def script() -> ScriptedModel:
+        return ScriptedModel([[function_call("shell", {"cmd": "id"}, call_id="c1"),
+                               function_call("search_orders", {"customer": "a", "limit": 99}, call_id="c2")],
+                              [assistant_message("ok")]])
+
+    sync_model, streamed_model = script(), script()
+    Runner.run_sync(door.protect(Agent(name="a", model=sync_model, tools=tools.all)), "sync run")
+    # run_sync runs on (and leaves open) the thread's default event loop, by design: close it here
+    asyncio.get_event_loop_policy().get_event_loop().close()
+    asyncio.set_event_loop(None)
+
+    async def streamed() -> None:
+        result = Runner.run_streamed(door.protect(Agent(name="a", model=streamed_model, tools=tools.all)),
+                                     "streamed run")
+        async for _ in result.stream_events():
+            pass
+
+    asyncio.run(streamed())
+    door.close()
+    assert tools.calls == [("search_orders", {"customer": "a", "limit": 10})] * 2
+    for model in (sync_model, streamed_model):
+        assert tool_outputs(model.calls[1])["c1"].startswith("aarmor blocked the call to `shell`: decision DENY")
+    assert [r["decision"]["result"] for r in receipts(guard, tmp_path)].count("DENY") == 2
+
+
+def test_core_aarmor_imports_without_the_sdk_and_the_door_names_the_extra() -> None:
+    code = """
+import sys
+sys.modules["agents"] = None  # as if openai-agents were not installed
+import aarmor, aarmor.adapters.sdk
+assert not any(m.startswith("aarmor.adapters.openai_agents") for m in sys.modules)
+try:
+    import aarmor.adapters.openai_agents
+except ImportError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "pip install 'aarmor[openai-agents]'" in out.stdout

@@ -195,9 +195,11 @@ class AgentsDoor:
         except Exception as exc:  # AARM R1: no session, no decision, no execution
             return failure_message(name, exc)
 
+        started: list[bool] = []
         raised: list[BaseException] = []
 
         async def execute(arguments: dict[str, Any]) -> Any:
+            started.append(True)
             try:
                 return await body(ctx, json.dumps(arguments))
             except BaseException as exc:  # the receipt records it as the tool's own failure
@@ -211,6 +213,8 @@ class AgentsDoor:
         except OutputWithheld as exc:
             return withheld_message(name, exc)
         except Exception as exc:
+            if not started:  # the pipeline refused the call itself (a closed session): nothing ran
+                return failure_message(name, exc)
             if not raised or exc is not raised[0]:
                 raise  # not the tool's: e.g. a StoreError after the tool ran (the caller must know)
             # recorded by aarmor as a failed execution; now what the SDK does with a tool's exception
