@@ -16,7 +16,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 
 from aarmor import Identity
 from aarmor.adapters.openai_agents import AgentsDoor
-from aarmor.config import ApprovalsConfig
+from aarmor.config import ApprovalsConfig, DeferralsConfig
 
 from .conftest import receipts, tool_outputs, wait_for
 
@@ -184,6 +184,22 @@ def test_step_up_refused_and_tool_failure_are_recorded_and_readable(make_guard: 
     assert start["original_request"] == "refund o-9"
 
 
+def test_an_unresolved_defer_times_out_as_deny(make_guard: Any, tmp_path: Path) -> None:
+    # nobody supplies the window: the deferral's timeout ends it (a DEFER the PDP makes for context a rule
+    # needs and the session lacks waits `deferrals.default_timeout`, shortened here)
+    guard = make_guard(POLICY, deferrals=DeferralsConfig(default_timeout=1.0, poll_interval=0.05))
+    tools = Tools()
+    model = ScriptedModel([[function_call("deploy", {"service": "billing"}, call_id="c1")],
+                           [assistant_message("ok")]])
+    asyncio.run(AgentsDoor(guard, identity=ALICE).run(Agent(name="a", model=model, tools=tools.all), "deploy"))
+    assert tools.calls == []
+    text = tool_outputs(model.calls[1])["c1"]
+    assert text.startswith("aarmor blocked the call to `deploy`: decision DENY") and "The tool did not run." in text
+    assert "timeout" in text
+    res = [r for r in receipts(guard, tmp_path) if r["kind"] == "resolution"]
+    assert len(res) == 1 and res[0]["execution"] is None and res[0]["receipt_id"] in text
+
+
 def test_malformed_arguments_fail_closed_recorded(make_guard: Any, tmp_path: Path) -> None:
     guard = _guard(make_guard)
     tools = Tools()
@@ -210,12 +226,14 @@ def test_without_a_bound_session_each_run_gets_its_own_session_from_its_input(
 
     async def main() -> None:  # plain Runner.run on the protected agent: no door.run, no guard.session
         await Runner.run(door.protect(Agent(name="a", model=script(), tools=tools.all)), "first run")
+        gc.collect()  # the first run's context is gone: the next call closes its session
         await Runner.run(door.protect(Agent(name="a", model=script(), tools=tools.all)),
                          [{"role": "system", "content": "be brief"},
                           {"role": "user", "content": [{"type": "input_text", "text": "second run"}]}])
 
     asyncio.run(main())
-    gc.collect()
+    first = receipts(guard, tmp_path)[0]["session_id"]
+    assert list(guard.store.read_log(first))[-1].kind == "session_end"
     door.close()
     rs = receipts(guard, tmp_path)
     sessions: dict[str, list[str]] = {}
