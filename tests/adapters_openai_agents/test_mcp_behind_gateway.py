@@ -63,6 +63,8 @@ def test_agents_sdk_mcp_client_through_the_gateway_lists_and_calls_allowed_and_d
     assert '"timezone": "UTC"' in out["c-allow"]
     assert "time conversion is not allowed for this agent" in out["c-deny"]
     rs = gw.receipts()  # verified offline
-    assert [(r.tool, r.decision) for r in rs] == [("get_current_time", "ALLOW"), ("convert_time", "DENY"),
-                                                 ("get_current_time", "ALLOW"), ("convert_time", "DENY")]
-    assert rs[3].receipt_id in out["c-deny"]
+    assert [(r.tool, r.decision) for r in rs[:2]] == [("get_current_time", "ALLOW"), ("convert_time", "DENY")]
+    # the agent loop ran its two calls concurrently: either may have been recorded first
+    assert sorted((r.tool, r.decision) for r in rs[2:]) == [("convert_time", "DENY"), ("get_current_time", "ALLOW")]
+    [loop_denial] = [r for r in rs[2:] if r.decision == "DENY"]
+    assert loop_denial.receipt_id in out["c-deny"]

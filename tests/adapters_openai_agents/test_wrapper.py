@@ -4,7 +4,6 @@ aarmor's pipeline. The model is `agents.testing.ScriptedModel` standing in for a
 from __future__ import annotations
 
 import asyncio
-import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -226,14 +225,11 @@ def test_without_a_bound_session_each_run_gets_its_own_session_from_its_input(
 
     async def main() -> None:  # plain Runner.run on the protected agent: no door.run, no guard.session
         await Runner.run(door.protect(Agent(name="a", model=script(), tools=tools.all)), "first run")
-        gc.collect()  # the first run's context is gone: the next call closes its session
         await Runner.run(door.protect(Agent(name="a", model=script(), tools=tools.all)),
                          [{"role": "system", "content": "be brief"},
                           {"role": "user", "content": [{"type": "input_text", "text": "second run"}]}])
 
     asyncio.run(main())
-    first = receipts(guard, tmp_path)[0]["session_id"]
-    assert list(guard.store.read_log(first))[-1].kind == "session_end"
     door.close()
     rs = receipts(guard, tmp_path)
     sessions: dict[str, list[str]] = {}
