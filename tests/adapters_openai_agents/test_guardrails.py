@@ -141,3 +141,38 @@ def test_output_guardrail_alone_withholds_output(make_guard: Any) -> None:
     asyncio.run(Runner.run(Agent(name="a", model=model, tools=[tool]), "look"))
     text = tool_outputs(model.calls[1])["c1"]
     assert "secret order data" not in text and "no aarmor input-guardrail decision" in text
+
+
+def test_an_allowed_call_whose_output_never_comes_is_recorded_as_failed(make_guard: Any, tmp_path: Path) -> None:
+    """The documented limit: another input guardrail after aarmor's rejects the call, so the SDK never runs
+    the tool nor the output guardrail; the open action ends as a failed execution after the timeout."""
+    from agents import Runner, tool_input_guardrail
+
+    guard = make_guard(POLICY)
+    door = AgentsDoor(guard, identity=ALICE, guardrail_output_timeout=0.3)
+    ran: list[str] = []
+
+    @tool_input_guardrail
+    def house_rule(data: Any) -> ToolGuardrailFunctionOutput:
+        return ToolGuardrailFunctionOutput.reject_content("the house rule says no")
+
+    @function_tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        ran.append(order)
+        return "shipped"
+
+    [tool] = door.with_guardrails([lookup])
+    tool.tool_input_guardrails = [*(tool.tool_input_guardrails or []), house_rule]  # placed after aarmor's
+    model = ScriptedModel([[function_call("lookup", {"order": "o-1"}, call_id="c1")], [assistant_message("ok")]])
+
+    async def main() -> None:
+        with guard.session(identity=ALICE) as s:
+            await Runner.run(Agent(name="a", model=model, tools=[tool]), "look o-1 up")
+            await wait_for(lambda: list(guard.store.read_receipts(s.session_id)), "the action's receipt")
+
+    asyncio.run(main())
+    assert ran == [] and tool_outputs(model.calls[1])["c1"] == "the house rule says no"
+    [r] = receipts(guard, tmp_path)
+    assert r["decision"]["result"] == "ALLOW" and r["execution"]["success"] is False
+    assert r["execution"]["error"].startswith("TimeoutError")

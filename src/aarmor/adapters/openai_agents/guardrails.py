@@ -66,6 +66,11 @@ def make_guardrails(door: AgentsDoor) -> tuple[ToolInputGuardrail[Any], ToolOutp
     # tool and the output guardrail of one call, and the entry holds the context so the id is not reused
     opened: dict[int, tuple[Any, _Open]] = {}
 
+    def _forget(ctx: Any) -> None:
+        entry = opened.get(id(ctx))
+        if entry is not None and entry[0] is ctx:
+            del opened[id(ctx)]
+
     @tool_input_guardrail(name="aarmor_input")
     async def aarmor_input(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
         ctx = data.context
@@ -94,6 +99,8 @@ def make_guardrails(door: AgentsDoor) -> tuple[ToolInputGuardrail[Any], ToolOutp
         await asyncio.wait({action, released}, return_when=asyncio.FIRST_COMPLETED)
         if released.done():
             opened[id(ctx)] = (ctx, _Open(output, action))
+            # an action whose output never came (timed out, cancelled) must not keep its entry for ever
+            action.add_done_callback(lambda _: _forget(ctx))
             return ToolGuardrailFunctionOutput.allow({"aarmor": "allowed; the outcome is recorded after the tool"})
         try:
             action.result()
