@@ -176,3 +176,22 @@ def test_an_allowed_call_whose_output_never_comes_is_recorded_as_failed(make_gua
     [r] = receipts(guard, tmp_path)
     assert r["decision"]["result"] == "ALLOW" and r["execution"]["success"] is False
     assert r["execution"]["error"].startswith("TimeoutError")
+
+
+def test_a_tool_exception_the_sdk_turned_into_text_is_recorded_as_that_output(make_guard: Any, tmp_path: Path) -> None:
+    """The documented limit of the pair: the SDK turns the exception into text before the output guardrail
+    runs and tells it nothing else, so the receipt records a successful execution with that text as output
+    (the wrapper, which runs the body itself, records the failure: test_wrapper.py)."""
+    guard = make_guard(POLICY)
+    door = AgentsDoor(guard, identity=ALICE)
+
+    @function_tool
+    def flaky(n: int) -> str:
+        """A tool that fails."""
+        raise ConnectionError("backend unreachable")
+
+    model = ScriptedModel([[function_call("flaky", {"n": 1}, call_id="c1")], [assistant_message("ok")]])
+    asyncio.run(door.run(Agent(name="a", model=model, tools=door.with_guardrails([flaky])), "try it"))
+    assert tool_outputs(model.calls[1])["c1"].startswith("An error occurred while running the tool")
+    [r] = receipts(guard, tmp_path)
+    assert r["execution"]["success"] is True and r["execution"]["error"] is None

@@ -138,6 +138,7 @@ def test_all_five_decisions_in_one_agent_run(make_guard: Any, tmp_path: Path) ->
     mod = by_tool[("search_orders", "decision")]
     assert mod["decision"]["result"] == "MODIFY" and mod["execution"]["success"] is True
     assert mod["action"]["parameters"]["limit"] == 500  # what the model asked for is what is recorded
+    assert mod["modification"]["modified_parameters"] == {"customer": "acme", "limit": 10}  # what the tool got
     step = by_tool[("refund", "decision")]
     assert step["decision"]["result"] == "STEP_UP" and step["approval"]["approver"] == "carol@company.com"
     assert step["execution"]["success"] is True and step["execution"]["output_hash"]

@@ -14,9 +14,9 @@ guardrail starts the mediated action (`Session.ainvoke`) and answers as soon as 
   was not called). Protect such tools with `door.tool` / `door.protect` instead.
 
 Limits (docs/frameworks-openai-agents.md): the pair must be on the same tool; an exception the SDK turns
-into a message for the model reaches the output guardrail as that message and is recorded as a failed
-execution only when the SDK's default failure handler produced it; if the output guardrail never runs (the
-run aborted) the action is recorded as failed after `guardrail_output_timeout`.
+into a message for the model reaches the output guardrail as that message, indistinguishable from an
+output, and is recorded as a successful execution with that output; if the output guardrail never runs
+(the run aborted) the action is recorded as failed after `guardrail_output_timeout`.
 """
 
 from __future__ import annotations
@@ -45,19 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["make_guardrails"]
 
-#: the attribute the SDK's default failure handler sets on a ToolContext when it turned an exception into text
-_SDK_HANDLED_FAILURE = "_function_tool_default_failure_handled"
-
-
-class ToolReportedFailure(Exception):
-    """The tool raised; the SDK's default failure handler gave the model this text instead."""
-
-
 @dataclass(eq=False)
 class _Open:
     """A mediated action the input guardrail let through, waiting for its output."""
 
-    output: asyncio.Future[tuple[bool, Any]]
+    output: asyncio.Future[Any]
     action: asyncio.Task[Any]
 
 
@@ -82,7 +74,7 @@ def make_guardrails(door: AgentsDoor) -> tuple[ToolInputGuardrail[Any], ToolOutp
         arguments = parse_arguments(ctx.tool_arguments)
         loop = asyncio.get_running_loop()
         released: asyncio.Future[None] = loop.create_future()
-        output: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        output: asyncio.Future[Any] = loop.create_future()
 
         async def execute(run_args: dict[str, Any]) -> Any:
             if run_args != arguments:
@@ -90,10 +82,7 @@ def make_guardrails(door: AgentsDoor) -> tuple[ToolInputGuardrail[Any], ToolOutp
                     "aarmor decided MODIFY, but an Agents SDK guardrail cannot change a tool's arguments: the "
                     "tool body was not called (protect the tool with AgentsDoor.tool to apply MODIFY)")
             released.set_result(None)
-            ok, value = await asyncio.wait_for(output, timeout=door.guardrail_output_timeout)
-            if not ok:
-                raise ToolReportedFailure(str(value))
-            return value
+            return await asyncio.wait_for(output, timeout=door.guardrail_output_timeout)
 
         action = asyncio.ensure_future(session.ainvoke(name, arguments, execute))
         await asyncio.wait({action, released}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,12 +114,9 @@ def make_guardrails(door: AgentsDoor) -> tuple[ToolInputGuardrail[Any], ToolOutp
                 f"aarmor withheld the output of `{name}`: no aarmor input-guardrail decision let this call "
                 "run (add both aarmor guardrails to the tool).")
         pending = entry[1]
-        failed = bool(getattr(ctx, _SDK_HANDLED_FAILURE, False))
-        pending.output.set_result((not failed, data.output))
+        pending.output.set_result(data.output)
         try:
             delivered = await pending.action
-        except ToolReportedFailure:
-            return ToolGuardrailFunctionOutput.allow({"aarmor": "failure recorded"})  # the model sees the SDK's text
         except OutputWithheld as exc:
             return ToolGuardrailFunctionOutput.reject_content(withheld_message(name, exc))
         except Exception as exc:  # the record could not be committed: do not hand over unrecorded output
