@@ -72,7 +72,8 @@ def _five_turns() -> list[Any]:
 def _check_five(guard: Any, tools: Tools, model: ScriptedChatModel, result: dict[str, Any]) -> None:
     msgs = by_call(result)
     # ALLOW and MODIFY ran; MODIFY with the capped limit, and that is what the tool received
-    assert tools.ran == [("search", {"query": "stale pages", "limit": 3}), ("search", {"query": "all pages", "limit": 10}),
+    assert tools.ran == [("search", {"query": "stale pages", "limit": 3}),
+                         ("search", {"query": "all pages", "limit": 10}),
                          ("transfer", {"amount": 5000, "to": "acme"}), ("rotate", {"service": "kb-db"})]
     assert msgs["c-modify"].content == "10 results for all pages"
     # DENY: nothing ran; the model got a readable error ToolMessage naming decision, reason and receipt
@@ -232,7 +233,8 @@ def _request_in_thread(thread: str) -> Any:
     from langgraph.prebuilt.tool_node import ToolCallRequest
 
     class _Runtime:
-        config = {"configurable": {"thread_id": thread}}
+        def __init__(self) -> None:
+            self.config = {"configurable": {"thread_id": thread}}
 
     return ToolCallRequest(tool_call={"name": "search", "args": {}, "id": "x", "type": "tool_call"}, tool=None,
                            state={"messages": []}, runtime=_Runtime())  # type: ignore[arg-type]

@@ -169,8 +169,9 @@ class Flights:
             flight = self._flights.get(key)
             if flight is None:
                 flight = self._flights[key] = Flight(session, action_id, str(request.tool_call.get("id")))
-                threading.Thread(target=self._drive, args=(flight, door.tool_name(request), request.tool_call.get("args")),
-                                 name=f"aarmor-langgraph-{action_id}", daemon=True).start()
+                args = (flight, door.tool_name(request), request.tool_call.get("args"))
+                threading.Thread(target=self._drive, args=args, name=f"aarmor-langgraph-{action_id}",
+                                 daemon=True).start()
             return flight
 
     def _next(self, flight: Flight, done: int) -> tuple[str, Any]:
@@ -235,10 +236,13 @@ class Flights:
                 if not isinstance(approved, bool):
                     raise InputError("`approved` must be true or false")
                 reason = answer.get("reason") or ("approved" if approved else "denied") + " via LangGraph resume"
-                guard.approvals.decide(ask.item_id, approver=answer.get("approver"), granted=approved,
-                                       reason=reason, channel=CHANNEL)
+                guard.approvals.decide(ask.item_id, approver=_text(answer, "approver"), granted=approved,
+                                       reason=str(reason), channel=CHANNEL)
             else:
-                guard.deferrals.supply(ask.item_id, answer.get("context"), by=answer.get("by"), channel=CHANNEL)
+                fields = answer.get("context")
+                if not isinstance(fields, dict):
+                    raise InputError("`context` must be a dict of the fields the deferral needs")
+                guard.deferrals.supply(ask.item_id, fields, by=_text(answer, "by"), channel=CHANNEL)
             settled, why = True, None
         except Refused as exc:  # recorded on the item by the desk (self approval, not an approver, ...)
             settled, why = exc.code in ("not_pending", "expired"), f"{exc.code}: {exc}"
@@ -336,3 +340,9 @@ class _FlightBox:
         self.result = flight.result
         self.recorded = flight.recorded
 
+
+def _text(answer: dict[str, Any], key: str) -> str:
+    value = answer.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"`{key}` must name who answers (a non-empty string)")
+    return value
