@@ -5,6 +5,13 @@ Needs the `langchain` extra (`pip install 'aarmor[langchain]'`); core aarmor nev
 
 from __future__ import annotations
 
-from aarmor.adapters.langchain.middleware import AarmorMiddleware
+MISSING_EXTRA = "the LangChain door needs the `langchain` extra: pip install 'aarmor[langchain]'"
 
-__all__ = ["AarmorMiddleware"]
+try:
+    from aarmor.adapters.langchain.middleware import AarmorMiddleware
+except ImportError as exc:  # langchain or langgraph not installed: say which extra brings them
+    if exc.name is not None and exc.name.split(".")[0] in ("langchain", "langchain_core", "langgraph"):
+        raise ImportError(f"{MISSING_EXTRA} ({exc})", name=exc.name) from exc
+    raise
+
+__all__ = ["MISSING_EXTRA", "AarmorMiddleware"]
