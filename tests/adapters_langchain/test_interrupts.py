@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from langchain.agents import create_agent
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -187,3 +188,13 @@ def test_resume_where_the_action_cannot_continue_is_denied_not_repeated(make_gua
     assert tools.ran == [] and msg.status == "error" and ask["id"] in msg.content
     assert guard.approvals.get(ask["id"])["status"] == "pending"  # the answer was not handed over
     assert len(_requested(guard, SID, "transfer")) == 1  # and no second action was started
+
+
+def test_interrupt_mode_without_a_checkpointer_is_a_clear_error(make_guard: Callable[..., Any]) -> None:
+    guard = guard_for(make_guard)
+    tools = Tools()
+    model = ScriptedChatModel(messages=script(call("transfer", {"amount": 5000, "to": "acme"}, "c1"), done()))
+    agent = create_agent(model, tools=tools.all, middleware=[AarmorMiddleware(guard, ALICE, interrupts=True)])
+    with pytest.raises(RuntimeError, match="needs a checkpointer"):
+        agent.invoke(ASK)
+    assert tools.ran == [] and guard.approvals.list(status=None) == []  # no action was started

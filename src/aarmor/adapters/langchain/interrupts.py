@@ -140,8 +140,17 @@ class Flights:
                 return self._finish(request, flight)
 
     def _attach(self, request: ToolCallRequest) -> Flight | Result:
-        """This tool call's flight: the running one, or a new one (its `invoke` started in a thread)."""
+        """This tool call's flight: the running one, or a new one (its `invoke` started in a thread).
+
+        Raises:
+            RuntimeError: the graph has no checkpointer (an interrupt could never be resumed); nothing ran.
+        """
         door = self._door
+        configurable = (getattr(request.runtime, "config", None) or {}).get("configurable") or {}
+        # LangGraph's own key for the run's checkpointer (langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER)
+        if configurable.get("__pregel_checkpointer") is None:
+            raise RuntimeError("AarmorMiddleware(interrupts=True) needs a checkpointer so an interrupt can be "
+                               "resumed: create_agent(..., checkpointer=...)")
         try:
             session = door.session_for(request)
             action_id = T.action_id_for(request)
