@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -198,3 +199,27 @@ def test_interrupt_mode_without_a_checkpointer_is_a_clear_error(make_guard: Call
     with pytest.raises(RuntimeError, match="needs a checkpointer"):
         agent.invoke(ASK)
     assert tools.ran == [] and guard.approvals.list(status=None) == []  # no action was started
+
+
+def test_parallel_tool_calls_interrupt_together_and_resume_by_interrupt_id(make_guard: Callable[..., Any]) -> None:
+    guard = guard_for(make_guard)
+    tools = Tools()
+    three = AIMessage(content="", tool_calls=[
+        {"name": "transfer", "args": {"amount": 5000, "to": "acme"}, "id": "c1", "type": "tool_call"},
+        {"name": "rotate", "args": {"service": "db"}, "id": "c2", "type": "tool_call"},
+        {"name": "search", "args": {"query": "q"}, "id": "c3", "type": "tool_call"}])
+    agent = _agent(guard, tools, three, done())
+    paused = agent.invoke(ASK, CFG)
+    asks = {it.value["aarmor"]: it for it in paused["__interrupt__"]}
+    assert sorted(asks) == ["approval", "deferral"] and tools.ran == [("search", {"query": "q", "limit": 5})]
+    result = agent.invoke(Command(resume={
+        asks["approval"].id: {"approved": True, "approver": "carol@company.com"},
+        asks["deferral"].id: {"context": {"maintenance_window": "open"}, "by": "ops@company.com"}}), CFG)
+    assert "__interrupt__" not in result
+    assert sorted(tools.ran) == [("rotate", {"service": "db"}), ("search", {"query": "q", "limit": 5}),
+                                 ("transfer", {"amount": 5000, "to": "acme"})]  # the search did not run twice
+    assert {c: m.status for c, m in by_call(result).items()} == {"c1": "success", "c2": "success", "c3": "success"}
+    bodies = verify(guard, SID)
+    assert sorted((b["action"]["tool"], b["kind"]) for b in bodies) == [
+        ("rotate", "deferral"), ("rotate", "resolution"), ("search", "decision"), ("transfer", "decision")]
+    assert len([r for r in guard.store.read_log(SID) if r.kind == "action_requested"]) == 3
