@@ -223,3 +223,18 @@ def test_parallel_tool_calls_interrupt_together_and_resume_by_interrupt_id(make_
     assert sorted((b["action"]["tool"], b["kind"]) for b in bodies) == [
         ("rotate", "deferral"), ("rotate", "resolution"), ("search", "decision"), ("transfer", "decision")]
     assert len([r for r in guard.store.read_log(SID) if r.kind == "action_requested"]) == 3
+
+
+def test_granted_while_paused_and_never_resumed_is_recorded_as_not_run(make_guard: Callable[..., Any]) -> None:
+    guard = guard_for(make_guard)
+    tools = Tools()
+    model = ScriptedChatModel(messages=script(call("transfer", {"amount": 5000, "to": "acme"}, "c1"), done()))
+    door = AarmorMiddleware(guard, ALICE, interrupts=True, resume_timeout=0.2)
+    agent = create_agent(model, tools=tools.all, middleware=[door], checkpointer=InMemorySaver())
+    ask = _interrupt(agent.invoke(ASK, CFG))
+    guard.approvals.decide(ask["id"], approver="carol@company.com", granted=True, reason="via CLI", channel="cli")
+    [body] = when(lambda: list(guard.store.read_receipts(SID)), "the receipt of the unresumed action")
+    assert "not resumed" in body.body["execution"]["error"] and body.body["execution"]["success"] is False
+    result = agent.invoke(Command(resume="late"), CFG)
+    msg = by_call(result)["c1"]
+    assert tools.ran == [] and msg.status == "error" and "not resumed" in msg.content
