@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from aarmor import Identity
 from aarmor.adapters.langchain import AarmorMiddleware
+from aarmor.errors import InputError
 from tests.adapters_langchain.support import (
     ALICE,
     ScriptedChatModel,
@@ -192,10 +193,14 @@ def test_one_session_per_thread_with_its_own_original_request(make_guard: Callab
     assert [b["action"]["parameters"]["query"] for b in verify(guard, "lg_b")] == ["b"]
     assert next(guard.store.read_log("lg_a")).body["original_request"] == "first thread"
     assert next(guard.store.read_log("lg_b")).body["original_request"] == "second thread"
-    # a new middleware (another process, a restart) resumes the thread's session from the store
+    # a new middleware (another process, a restart) resumes a thread's session from the store: one chain
+    later = AarmorMiddleware(guard, ALICE).session_for(_request_in_thread("b"))
+    assert later.session_id == "lg_b" and later.invoke("search", {"query": "d"}, lambda a: "ok") == "ok"
+    assert [b["action"]["parameters"]["query"] for b in verify(guard, "lg_b")] == ["b", "d"]
+    # closed sessions stay closed: a thread whose session ended cannot be mediated in it again
     door.close()
     again = AarmorMiddleware(guard, ALICE)
-    with pytest.raises(Exception, match="has ended"):
+    with pytest.raises(InputError, match="has ended"):
         again.session_for(_request_in_thread("a"))
 
 
