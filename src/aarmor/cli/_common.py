@@ -21,6 +21,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def open_guard(config: Path | None) -> Any:
+    """The Guard of a long-running command (serve, gateway, ingest); a configuration or store it cannot open
+    is bad input (exit 2, the reason on stderr)."""
+    from aarmor import Guard
+    from aarmor.errors import AarmorError
+
+    try:
+        return Guard.open(config)
+    except AarmorError as exc:
+        raise fail(str(exc)) from exc
+
+
 @contextmanager
 def opened_store(config: Path | None) -> Iterator[Any]:
     """The store named by the configuration; configuration or store errors exit 2 with the message."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aarmor.cli._common import ConfigOption, fail
+from aarmor.cli._common import ConfigOption, fail, open_guard
 
 if TYPE_CHECKING:  # pragma: no cover
     from aarmor.adapters.mcp.gateway import Gateway
@@ -42,15 +42,11 @@ def gateway(
         from aarmor.adapters.mcp import MISSING_EXTRA
 
         raise fail(f"{MISSING_EXTRA} (missing: {exc.name or exc})") from exc
-    from aarmor import Guard
     from aarmor.adapters.mcp.gateway import Gateway
     from aarmor.config import UpstreamConfig
     from aarmor.errors import AarmorError
 
-    try:
-        guard = Guard.open(config)
-    except AarmorError as exc:
-        raise fail(str(exc)) from exc
+    guard = open_guard(config)
     try:
         cfg = guard.config.gateway
         if command:

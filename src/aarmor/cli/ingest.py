@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from aarmor.cli._common import ConfigOption, fail
+from aarmor.cli._common import ConfigOption, fail, open_guard
 
 __all__ = ["app"]
 
@@ -35,13 +35,8 @@ def otlp(
         from aarmor.ingest import MISSING_EXTRA
 
         raise fail(f"{MISSING_EXTRA} (missing: {exc.name or exc})") from exc
-    from aarmor import Guard
-    from aarmor.errors import AarmorError
 
-    try:
-        guard = Guard.open(config)
-    except AarmorError as exc:
-        raise fail(str(exc)) from exc
+    guard = open_guard(config)
     try:
         if not any(t.role in ("agent", "admin") and t.revoked_at is None for t in guard.store.token_list()):
             print("aarmor: no agent token exists yet; exporters must send one. Create it (its secret is printed "

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from aarmor.cli._common import ConfigOption, fail
+from aarmor.cli._common import ConfigOption, fail, open_guard
 
 __all__ = ["serve"]
 
@@ -34,14 +34,10 @@ def serve(
         from aarmor.server import MISSING_EXTRA
 
         raise fail(f"{MISSING_EXTRA} (missing: {exc.name or exc})") from exc
-    from aarmor import Guard
     from aarmor.errors import AarmorError
     from aarmor.tls import uvicorn_config
 
-    try:
-        guard = Guard.open(config)
-    except AarmorError as exc:
-        raise fail(str(exc)) from exc
+    guard = open_guard(config)
     try:
         bind_host = host or guard.config.server.host
         bind_port = guard.config.server.port if port is None else port
