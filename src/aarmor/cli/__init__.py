@@ -39,6 +39,7 @@ def _wire() -> None:
         calibrate,
         demo,
         gateway,
+        hook,
         identity,
         keys,
         log,
@@ -65,6 +66,8 @@ def _wire() -> None:
     app.command(name="serve")(serve.serve)
     app.command(name="gateway")(gateway.gateway)
     app.command(name="calibrate")(calibrate.calibrate)
+    app.add_typer(hook.app, name="hook", help="Vendor hooks: `aarmor hook claude-code` mediates Claude Code's "
+                  "tool calls through a running `aarmor serve`.")
 
 
 def main() -> None:
