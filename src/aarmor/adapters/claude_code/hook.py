@@ -36,6 +36,8 @@ __all__ = ["EVENTS", "Answer", "HookConfig", "aarmor_session_id", "first_prompt"
 EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure")
 #: seconds kept back from the budget to write the state file and answer after the last server call
 RESERVE = 1.0
+#: seconds of the budget a long-poll leaves for the server's answer to arrive
+POLL_MARGIN = 1.0
 #: the server's longest long-poll (`wait`, docs/http-api.md)
 MAX_POLL = 60.0
 #: characters of a later prompt kept in `context.user_prompt`
@@ -228,8 +230,9 @@ def _pre_tool_use(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st:
 
 
 def _poll(client: ServerClient) -> float:
-    """How long the next long-poll may wait: what is left of the budget, at most the server's maximum."""
-    return max(0.0, min(MAX_POLL, client.left()))
+    """How long the next long-poll may wait: what is left of the budget less the time the answer takes to
+    come back (so the server answers before the socket times out), at most the server's maximum."""
+    return max(0.0, min(MAX_POLL, client.left() - POLL_MARGIN))
 
 
 def _resume_waiting(client: ServerClient, st: SessionState, digest: str) -> dict[str, Any] | None:
