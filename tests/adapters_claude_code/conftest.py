@@ -101,7 +101,7 @@ class Env:
         return Result(proc.returncode, out, err)
 
     def event(self, name: str, **changes: Any) -> dict[str, Any]:
-        return payload(name, session_id=self.session, **changes)
+        return payload(name, **{"session_id": self.session, **changes})
 
     @property
     def sid(self) -> str:

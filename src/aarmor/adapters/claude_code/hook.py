@@ -79,8 +79,10 @@ def handle(raw: bytes, cfg: HookConfig, deadline: float) -> Answer:
     """Answer one hook event. Never raises: every failure is an exit-2 answer with its reason."""
     event = "unknown"
     try:
-        ev = _parse(raw)
-        event = ev["hook_event_name"]
+        ev = _load(raw)
+        if isinstance(ev.get("hook_event_name"), str):
+            event = ev["hook_event_name"]
+        _check(ev)
         if not cfg.token:
             raise HookError("no API token: set AARMOR_TOKEN (an aarmor agent token) or pass --token")
         client = ServerClient(cfg.url, cfg.token, deadline - RESERVE)
@@ -118,8 +120,8 @@ def _reject_constant(name: str) -> Any:
     raise HookError(f"stdin holds `{name}`, which is not JSON")
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    """The hook event from stdin, checked field by field (the error names what is wrong)."""
+def _load(raw: bytes) -> dict[str, Any]:
+    """The hook event from stdin: a JSON object."""
     try:
         ev = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
@@ -128,6 +130,11 @@ def _parse(raw: bytes) -> dict[str, Any]:
         raise HookError(f"stdin is not the hook's JSON: {exc}") from exc
     if not isinstance(ev, dict):
         raise HookError(f"stdin must be a JSON object, found {type(ev).__name__}")
+    return ev
+
+
+def _check(ev: dict[str, Any]) -> None:
+    """The event's fields, checked one by one (the error names what is wrong)."""
     event = ev.get("hook_event_name")
     if not isinstance(event, str):
         raise HookError("stdin has no `hook_event_name`")
@@ -137,9 +144,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
         value = ev.get(name)
         if not isinstance(value, kind) or (kind is str and not value):
             found = "missing" if value is None else f"a {type(value).__name__}"
-            raise HookError(f"{event}: `{name}` must be a non-empty {'string' if kind is str else 'object'}, "
+            raise HookError(f"`{name}` must be {'a non-empty string' if kind is str else 'an object'}, "
                             f"found {found}")
-    return ev
 
 
 def first_prompt(transcript_path: Any) -> str | None:
