@@ -10,8 +10,6 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
-
 from tests.adapters_claude_code.conftest import Env, Result
 from tests.server.conftest import free_port
 
@@ -24,16 +22,19 @@ def _blocked(r: Result, *needles: str) -> None:
         assert n in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize(("stdin", "needle"), [
+MALFORMED = [
     ("", "stdin is not the hook's JSON"),
     ("tool_name=Bash", "stdin is not the hook's JSON"),
     ('{"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "Bash", "tool_input": {"x": NaN}, '
      '"tool_use_id": "t"}', "`NaN`, which is not JSON"),
     ("[1, 2]", "must be a JSON object, found list"),
     ('{"session_id": "s"}', "no `hook_event_name`"),
-])
-def test_malformed_stdin_blocks(hook_env: Env, stdin: str, needle: str) -> None:
-    _blocked(hook_env.run(stdin), needle)
+]
+
+
+def test_malformed_stdin_blocks(hook_env: Env) -> None:
+    for stdin, needle in MALFORMED:
+        _blocked(hook_env.run(stdin), needle)
 
 
 def test_missing_or_ill_typed_fields_are_named(hook_env: Env) -> None:

@@ -29,6 +29,15 @@ class ApiAnswer(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # a redirect would carry the bearer token to wherever it points (and turn a POST into a GET): refuse it
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class ServerClient:
     """Authenticated JSON calls to one aarmor server until `deadline` (a `time.monotonic()` value)."""
 
@@ -58,7 +67,7 @@ class ServerClient:
             "Authorization": f"Bearer {self._token}", "Content-Type": "application/json",
             "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=left) as resp:  # noqa: S310 (scheme checked above)
+            with _OPENER.open(req, timeout=left) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise _answer(exc) from exc
