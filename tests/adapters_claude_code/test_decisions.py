@@ -215,6 +215,12 @@ def test_later_prompts_are_recorded_in_the_session_log(hook_env: Env) -> None:
     assert env.run(env.event("user_prompt_submit", prompt="now also update the changelog")).code == 0
     values = [e.body for e in env.server.guard.store.read_log(env.sid) if e.kind == "context_value"]
     assert {"name": "user_prompt", "value": "now also update the changelog"}.items() <= values[-1].items()
+    # a hook with another (or a wiped) state directory finds the session open on the server all the same
+    fresh = {"AARMOR_HOOK_STATE": env.vars["AARMOR_HOOK_STATE"] + "-fresh"}
+    assert env.run(env.event("user_prompt_submit", prompt="and bump the version"), env=fresh).code == 0
+    values = [e.body for e in env.server.guard.store.read_log(env.sid) if e.kind == "context_value"]
+    assert values[-1]["value"] == "and bump the version"
+    assert [r.kind for r in env.server.guard.store.read_log(env.sid)].count("session_start") == 1
 
 
 def test_without_user_prompt_submit_the_original_request_comes_from_the_transcript(hook_env: Env) -> None:

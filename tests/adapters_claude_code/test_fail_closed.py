@@ -103,6 +103,11 @@ def test_an_unusable_state_directory_blocks(hook_env: Env, tmp_path: Path) -> No
              "state directory")
 
 
+def test_a_tool_input_the_api_refuses_blocks(hook_env: Env) -> None:
+    _blocked(hook_env.run(hook_env.event("pre_bash_ls", tool_input={"command": "ls", "inode": 2**60})),
+             "422 invalid")
+
+
 def test_post_tool_use_for_a_call_aarmor_never_allowed_is_an_error(hook_env: Env) -> None:
     _blocked(hook_env.run(hook_env.event("post_bash_ls")), "(PostToolUse)", "ran without an aarmor decision")
 

@@ -178,10 +178,11 @@ def first_prompt(transcript_path: Any) -> str | None:
 
 # --- the session ----------------------------------------------------------------------------------------
 def _open_session(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st: SessionState,
-                  prompt: str | None) -> str:
-    sid = aarmor_session_id(ev["session_id"])
+                  prompt: str | None) -> bool:
+    """Open the session unless this state directory knows it is open; True if this call created it."""
     if st.opened:
-        return sid
+        return False
+    sid = aarmor_session_id(ev["session_id"])
     identity: dict[str, Any] = {"agent": cfg.agent}
     if cfg.human:
         identity["human"] = cfg.human
@@ -189,21 +190,21 @@ def _open_session(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st:
     original = prompt if prompt is not None else first_prompt(ev.get("transcript_path"))
     if original:
         body["original_request"] = original[:MAX_ORIGINAL_REQUEST]
+    created = True
     try:
         client.call("POST", "/v1/sessions", body)
     except ApiAnswer as exc:
-        # opened by a concurrent hook process (parallel tool calls) or an earlier state dir: use it
+        # opened by a concurrent hook process (parallel tool calls) or with another state dir: use it
         if exc.code != "session_exists":
             raise
+        created = False
     st.mark_opened()
-    return sid
+    return created
 
 
 def _user_prompt(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st: SessionState) -> Answer:
     prompt: str = ev["prompt"]
-    if not st.opened:
-        _open_session(ev, cfg, client, st, prompt)
-    else:
+    if not _open_session(ev, cfg, client, st, prompt):  # open already: this is a later prompt
         sid = aarmor_session_id(ev["session_id"])
         client.call("POST", f"/v1/sessions/{sid}/context",
                     {"fields": {"user_prompt": prompt[:MAX_PROMPT_CONTEXT]}})
@@ -213,7 +214,8 @@ def _user_prompt(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st: 
 # --- PreToolUse -----------------------------------------------------------------------------------------
 def _pre_tool_use(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st: SessionState) -> Answer:
     tool, tool_input, tool_use_id = ev["tool_name"], ev["tool_input"], ev["tool_use_id"]
-    sid = _open_session(ev, cfg, client, st, None)
+    _open_session(ev, cfg, client, st, None)
+    sid = aarmor_session_id(ev["session_id"])
     digest = input_digest(tool, tool_input)
     view = _resume_waiting(client, st, digest)
     if view is None:
