@@ -38,6 +38,8 @@ EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure")
 RESERVE = 1.0
 #: seconds of the budget a long-poll leaves for the server's answer to arrive
 POLL_MARGIN = 1.0
+#: a long-poll shorter than this is not worth a request: the hook answers with what it has
+MIN_POLL = 0.05
 #: the server's longest long-poll (`wait`, docs/http-api.md)
 MAX_POLL = 60.0
 #: characters of a later prompt kept in `context.user_prompt`
@@ -222,7 +224,7 @@ def _pre_tool_use(ev: dict[str, Any], cfg: HookConfig, client: ServerClient, st:
         view = client.call("POST", f"/v1/sessions/{sid}/actions",
                            {"tool": tool, "arguments": tool_input, "wait": _poll(client)})
     aid = str(view.get("action_id"))
-    while view.get("status") in PENDING and _poll(client) > 0:
+    while view.get("status") in PENDING and _poll(client) >= MIN_POLL:
         view = client.call("GET", f"/v1/actions/{aid}?wait={_poll(client):.3f}")
     status = view.get("status")
     if status == "allowed":
@@ -253,6 +255,10 @@ def _resume_waiting(client: ServerClient, st: SessionState, digest: str) -> dict
     except ApiAnswer as exc:
         if exc.status == 404:  # forgotten by the server (restart, an hour later): ask anew
             return None
+        st.put_waiting(digest, prior)  # keep it for the next retry
+        raise
+    except HookError:
+        st.put_waiting(digest, prior)
         raise
     # allowed (an approver said yes meanwhile), denied, or still waiting: this call continues with it
     return view if view.get("status") in (*PENDING, "allowed", "denied") else None
