@@ -39,6 +39,7 @@ def _wire() -> None:
         calibrate,
         demo,
         gateway,
+        hook,
         identity,
         ingest,
         keys,
@@ -68,6 +69,8 @@ def _wire() -> None:
     app.command(name="calibrate")(calibrate.calibrate)
     app.add_typer(ingest.app, name="ingest", help="Observe agent telemetry (OTLP) and record tool calls as "
                   "observed actions (never blocks).")
+    app.add_typer(hook.app, name="hook", help="Vendor hooks: `aarmor hook claude-code` mediates Claude Code's "
+                  "tool calls through a running `aarmor serve`.")
 
 
 def main() -> None:
