@@ -55,18 +55,20 @@ BLOCKER = textwrap.dedent("""
     guard.close()
 """)
 
-#: a Guard on the workers' store that runs start-up recovery, then recovery every 50 ms until it ends an action
-#: or `seconds` pass; prints how many actions it ended
+#: a Guard on the workers' store that runs recovery at once and then every 50 ms until it ends an action or
+#: `seconds` pass; prints how many actions it ended
 RECOVERER = textwrap.dedent("""
     import sys, threading, time
     from pathlib import Path
     from tests.durability import crash_worker
     home, seconds = Path(sys.argv[1]), float(sys.argv[2])
-    guard = crash_worker.open_guard(home)
+    guard = crash_worker.open_guard(home, recover=False)  # recovery below, counted
     done = []
     deadline = time.monotonic() + seconds
-    while not done and time.monotonic() < deadline:
+    while True:
         done = guard.recover_actions()
+        if done or time.monotonic() >= deadline:
+            break
         threading.Event().wait(0.05)  # time.sleep fails (EINVAL) under libfaketime with a real monotonic clock
     guard.close()
     print(len(done), flush=True)
@@ -105,11 +107,11 @@ def _blocked_worker(home: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return proc
 
 
-def _recover(home: Path, env: dict[str, str], seconds: float) -> int:
+def _recover(home: Path, env: dict[str, str], seconds: float, expect: int) -> None:
     done = subprocess.run([sys.executable, "-c", RECOVERER, str(home), str(seconds)], capture_output=True,
                           text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
-    return int(done.stdout.strip())
+    assert int(done.stdout.strip()) == expect, done.stderr[-3000:]
 
 
 def _block_receipts(home: Path) -> list[dict[str, Any]]:
@@ -141,8 +143,8 @@ def test_a_live_process_whose_wall_clock_steps_back_is_not_taken_for_dead(home: 
         # 3 hours in the past, so a judge by wall time takes it for dead
         wait_for(lambda: all(t.split(" ")[0] < format_ts(datetime.now(UTC)) for t in _leases(home).values())
                  and _leases(home))
-        assert _recover(home, _env(), seconds=1.0) == 0  # a process with the right time: nothing to recover
-        assert _recover(home, _env(offset="+3h"), seconds=1.0) == 0  # nor one whose clock is far ahead
+        _recover(home, _env(), seconds=1.0, expect=0)  # a process with the right time: nothing to recover
+        _recover(home, _env(offset="+3h"), seconds=1.0, expect=0)  # nor one whose clock is far ahead
         assert _block_receipts(home) == []  # the running action was not closed as "unknown: process ended"
         (home / "release").touch()
         out, err = worker.communicate(timeout=30)
@@ -158,7 +160,7 @@ def test_a_dead_process_is_recovered_by_one_whose_wall_clock_is_behind(home: Pat
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=10)
     # 3 hours behind: by wall time the dead worker's lease would look alive for 3 more hours
-    assert _recover(home, _env(offset="-3h"), seconds=15.0) == 1
+    _recover(home, _env(offset="-3h"), seconds=15.0, expect=1)
     (receipt,) = _block_receipts(home)
     assert receipt["enforcement"]["executed"] == "unknown"
     assert receipt["enforcement"]["recovered"]["owner"].split(":")[1] == str(worker.pid)
