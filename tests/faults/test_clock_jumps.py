@@ -218,3 +218,38 @@ def test_an_approval_wait_ends_at_its_timeout_even_if_the_wall_clock_steps_back(
         s.invoke("payment", {"amount": 5}, lambda a: ran.append(1))
     assert ran == [] and "timeout" in info.value.decision.reason
     assert time.monotonic() - started >= 1.0  # not before its timeout either
+
+
+#: renews (or reads) owner leases in a PostgreSQL store from a process whose wall clock is stepped
+PG_LEASES = textwrap.dedent("""
+    import sys
+    from aarmor.store import open_store
+    store = open_store(sys.argv[1])
+    if sys.argv[2] == "renew":
+        store.owner_renew("far-host:1:stepped", 30.0)
+    print(" ".join(sorted(store.owners_alive())), flush=True)
+    store.close()
+""")
+
+
+def test_postgresql_leases_follow_the_server_clock_not_the_clients() -> None:
+    from aarmor.store import open_store
+    from tests.pg_support import fresh_database
+
+    def run(url: str, offset: str, what: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-c", PG_LEASES, url, what], capture_output=True, text=True,
+                              env=_env(offset=offset), timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return set(done.stdout.split())
+
+    with fresh_database() as url:
+        store = open_store(url)
+        try:
+            store.owner_renew("here:1:right", 30.0)
+            # a client 3 hours behind renews: its lease is alive for everyone (server time), not dead on arrival
+            assert run(url, "-3h", "renew") == {"here:1:right", "far-host:1:stepped"}
+            assert store.owners_alive() == {"here:1:right", "far-host:1:stepped"}
+            # a client 3 hours ahead does not take the others' leases for run out
+            assert run(url, "+3h", "read") == {"here:1:right", "far-host:1:stepped"}
+        finally:
+            store.close()
