@@ -800,12 +800,17 @@ class Mediator:
                         log.error("the outcome of action %s of session %s is lost: its record was closed by "
                                   "crash recovery (%s) while the store refused writes", aid, sid, held)
                     else:
-                        self._commit(call, kind=kind, stage=stage)
+                        # a session ended meanwhile (by another process) takes no more entries: the receipt
+                        # alone says how the action went
+                        self._commit(call, kind=kind, stage=_unless_ended(call.st, stage))
                         log.warning("recorded the outcome of action %s of session %s late (the store refused "
                                     "it when the tool returned)", aid, sid)
-                except Exception as exc:
+                except (StoreError, ChainError) as exc:  # the store still refuses: keep it, try again later
                     log.warning("the outcome of action %s of session %s is still not recorded: %s", aid, sid, exc)
                     break
+                except Exception:  # it can never be written (e.g. no key to sign with): do not block every call
+                    log.exception("the outcome of action %s of session %s cannot be recorded; it stays in flight "
+                                  "and ends as \"unknown: process ended\" after this process", aid, sid)
                 self._unrecorded.pop(0)
             return len(self._unrecorded)
 
@@ -964,6 +969,13 @@ async def _settled(work: Awaitable[_T], *, on_cancel: Callable[[_T], None] | Non
             if on_cancel is not None:
                 await asyncio.to_thread(on_cancel, result)
         raise
+
+
+def _unless_ended(st: SessionState, stage: Callable[[Any], None]) -> Callable[[Any], None]:
+    def staged(tx: Any) -> None:
+        if not st.ctx.ended:
+            stage(tx)
+    return staged
 
 
 def _denied(decision: Decision, reason: str) -> Decision:

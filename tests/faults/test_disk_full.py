@@ -143,3 +143,17 @@ def test_a_telemetry_file_on_a_full_disk_never_blocks_decisions_and_catches_up(m
     assert len(decided) == 6  # n = 0..5, all delivered after the disk had room again
     assert any(e["type"] == "telemetry.degraded" for e in events)  # the SIEM learns of the gap too
     assert not status.degraded and status.failures_in_a_row == 0
+
+
+def test_a_session_closed_after_space_returns_records_the_outcome_before_its_end(
+        make_guard: Callable[..., Any], disk: SmallDisk) -> None:
+    guard = make_guard(POLICY, store=f"sqlite:///{disk.root / 'a.db'}")
+    s = guard.session(identity=ALICE)
+    with pytest.raises(StoreError):
+        s.invoke("email.send", {"n": 1}, lambda a: (disk.fill(), "sent " + PAD * 20)[1])
+    disk.free()
+    s.close()
+    kinds = [r.kind for r in guard.store.read_log(s.session_id)]
+    assert kinds[-3:] == ["action_requested", "action_outcome", "session_end"]
+    (body,) = _verified(guard, s.session_id)
+    assert body["enforcement"]["executed"] is True and guard.store.inflight_list() == []
