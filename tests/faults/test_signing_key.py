@@ -47,7 +47,12 @@ def _empty(p: Path) -> None:
     p.write_bytes(b"")
 
 
+def _removed(p: Path) -> None:
+    p.unlink()
+
+
 @pytest.mark.parametrize("which,damage,says", [
+    ("current", _removed, "is missing but"),
     ("pem", _as_directory, "is not a regular file"),
     ("pem", _truncated, "is not a PEM private key"),
     ("pem", _empty, "is not a PEM private key"),

@@ -8,7 +8,9 @@ Rules:
 - `current` names the signing key. Rotation writes a new key and moves `current`; old keys stay, so
   receipts signed before the rotation still verify.
 - Key ids are `aarmor-YYYYMMDD-<8 hex>`; a key file whose name is not a valid key id is refused.
-- A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key.
+- A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key. It is
+  generated only in a directory without private keys: a missing `current` next to keys is an error.
+- Key files are written whole (temporary name, fsync, rename): a failed write (disk full) leaves nothing.
 - Keys print only their key id; no repr shows key bytes.
 - Public keys export as PEM (with `key_id` comment lines) or JWKS (OKP / Ed25519, `kid`).
 """
@@ -84,6 +86,10 @@ class Keyring:
         if missing:
             if not create:
                 raise SigningKeyError(f"no signing key in `{path}`; run `aarmor keys generate`")
+            kept = sorted(p.name for p in path.glob("*.pem")) if path.is_dir() else []
+            if kept:  # a lost pointer is a fault to repair, not a reason to sign with a fresh key
+                raise SigningKeyError(f"`{pointer}` is missing but `{path}` holds private keys ({', '.join(kept)}); "
+                                      "restore it (it names the current key id)")
             ring = cls(path, "", {})
             key_id = ring._generate()
             warnings.warn(f"generated development signing key `{key_id}` in `{path}`; use a managed key in "
