@@ -215,7 +215,9 @@ class Guard:
         #: this Guard as the owner of the actions it mediates; its lease says it is alive (docs/durability.md)
         self.owner = new_owner()
         self.store.owner = self.owner
-        self._lease = OwnerLease(self.store, self.owner, config.recovery_lease)
+        # each renewal also writes the records of executed actions the store refused earlier (disk full)
+        self._lease = OwnerLease(self.store, self.owner, config.recovery_lease,
+                                 on_tick=self.mediator.flush_unrecorded)
         self._closed = False
         try:
             self._lease.start()
@@ -311,10 +313,14 @@ class Guard:
         from aarmor.waiting import parse_ts
 
         now = self._clock()
+        # a waiter lives inside a Guard: while a Guard of its process holds a live owner lease (judged by the
+        # store's lease clock, which wall-clock steps do not move), its items are not abandoned, whatever the
+        # wall-clock lease on the item says (docs/durability.md "Clock jumps")
+        live = {_process(o) for o in self.store.owners_alive()}
         done: list[str] = []
         for status in ("pending", "approved"):
             for rec in self.store.pending_list(status=status):
-                if parse_ts(rec.lease_until) > now:
+                if parse_ts(rec.lease_until) > now or _process(rec.owner) in live:
                     continue  # its caller is alive (or was, moments ago)
                 claimed = self.store.pending_update(rec.item_id, rec.version, status="abandoned", outcome={
                     "reason": "waiting caller ended", "ended_at": format_ts(now)})
@@ -390,6 +396,11 @@ class Guard:
             self.telemetry.close()
         if self._notifications is not None:
             self._notifications.close()
+        # a last try at the records the store refused (the lease tick retries them while we run)
+        with contextlib.suppress(Exception):
+            if self.mediator.flush_unrecorded():
+                log.error("closing with executed actions whose outcome the store refused; they stay in flight "
+                          "and end as \"unknown: process ended\" by crash recovery")
         self._lease.close()  # after the waiters' outcomes are written: nothing of ours is left to recover
         self.credentials.close()
         if self.tree_heads is not None:  # before the keyring and the store it signs and reads
@@ -403,6 +414,11 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _process(owner: str) -> str:
+    """`host:pid` of an owner id (`host:pid:random`): Guards and waiters of one process share it."""
+    return owner.rsplit(":", 1)[0]
 
 
 def _notifications(config: Config, on_result: Callable[[str, str, str, bool, str], None]) -> Any:

@@ -60,7 +60,15 @@ from aarmor.context.risk import session_risk
 from aarmor.credentials.model import Credential, binding
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.deferrals.service import DeferralDesk
-from aarmor.errors import ActionDenied, ChainError, InputError, OutputWithheld, ProcessEnded, ToolFailed
+from aarmor.errors import (
+    ActionDenied,
+    ChainError,
+    InputError,
+    OutputWithheld,
+    ProcessEnded,
+    StoreError,
+    ToolFailed,
+)
 from aarmor.identity import IdentityVerifier
 from aarmor.intent import AlignmentScorer
 from aarmor.metatools import Unwrapped, rewrap, unwrap
@@ -179,6 +187,10 @@ class Mediator:
         self._credentials = credentials if credentials is not None and credentials.enabled else None
         #: async calls in flight in this process (a plain counter: a race only picks thread vs inline)
         self._async_calls = 0
+        #: executed actions whose outcome commit failed (disk full, store down): (call, receipt kind, stage),
+        #: written by `flush_unrecorded` as soon as the store takes writes again
+        self._unrecorded: list[tuple[_Call, str, Callable[[Any], None]]] = []
+        self._unrecorded_lock = threading.Lock()
 
     # --- public entry points ------------------------------------------------------------------
     def evaluate(self, st: SessionState, tool: str, arguments: Any, operation: str | None) -> Decision:
@@ -407,6 +419,11 @@ class Mediator:
             return self._denied_call(st, action, now, exc)
         flight = st.flights[action.action_id] = Flight()
         try:
+            # an action that ran and is not yet recorded comes first: nothing new runs until the store
+            # has taken its record (and once it has, service resumes by itself)
+            if self._unrecorded and (left := self.flush_unrecorded()):
+                raise StoreError(f"the outcome of {left} executed action(s) could not be recorded yet (the store "
+                                 "refuses writes); no new action runs until it is")
             decision, action, flag, snapshot = self._decide_with(st, action, now)
             deps = self._dependencies(st, action, depends_on)
             decision = self._apply_dependencies(st, decision, deps, flight)
@@ -785,7 +802,11 @@ class Mediator:
             receipt_id = self._commit(call, kind="resolution" if call.deferral else "decision", stage=stage)
         except Exception as exc:
             if executed:
-                raise  # the action ran; its audit record failed: the caller must know (StoreError)
+                # the action ran; its audit record failed: the caller must know (StoreError), and the
+                # record is written as soon as the store takes writes again (`flush_unrecorded`)
+                with self._unrecorded_lock:
+                    self._unrecorded.append((call, "resolution" if call.deferral else "decision", stage))
+                raise
             call.error = call.error or exc
             self._log_without_receipt(call, stage)
         finally:
@@ -836,6 +857,38 @@ class Mediator:
         if len(flights) > _MAX_FLIGHTS:  # bounded memory: forget the oldest finished actions
             for old in [k for k, f in list(flights.items()) if f.done][: len(flights) - _MAX_FLIGHTS // 2]:
                 flights.pop(old, None)
+
+    def flush_unrecorded(self) -> int:
+        """Write the outcome and receipt of every executed action whose record failed before; returns how
+        many are still unrecorded (0: all written). Called before each new call and by the owner lease's
+        timer (`aarmor.recovery.OwnerLease`), so the records land without a restart once the fault clears.
+
+        An action that crash recovery took over meanwhile (this process was taken for dead) already has its
+        one receipt ("unknown: process ended"): it is dropped from the backlog, logged.
+        """
+        with self._unrecorded_lock:  # one flush at a time: an item must never be committed twice
+            while self._unrecorded:
+                call, kind, stage = self._unrecorded[0]
+                sid, aid = call.st.session_id, call.action.action_id
+                try:
+                    held = self._store.inflight_owner(sid, aid)
+                    if held is not None and held != self._store.owner:
+                        log.error("the outcome of action %s of session %s is lost: its record was closed by "
+                                  "crash recovery (%s) while the store refused writes", aid, sid, held)
+                    else:
+                        # a session ended meanwhile (by another process) takes no more entries: the receipt
+                        # alone says how the action went
+                        self._commit(call, kind=kind, stage=_unless_ended(call.st, stage))
+                        log.warning("recorded the outcome of action %s of session %s late (the store refused "
+                                    "it when the tool returned)", aid, sid)
+                except (StoreError, ChainError) as exc:  # the store still refuses: keep it, try again later
+                    log.warning("the outcome of action %s of session %s is still not recorded: %s", aid, sid, exc)
+                    break
+                except Exception:  # it can never be written (e.g. no key to sign with): do not block every call
+                    log.exception("the outcome of action %s of session %s cannot be recorded; it stays in flight "
+                                  "and ends as \"unknown: process ended\" after this process", aid, sid)
+                self._unrecorded.pop(0)
+            return len(self._unrecorded)
 
     # --- recovery: items whose waiting caller died --------------------------------------------------
     def close_abandoned(self, st: SessionState, rec: PendingRecord) -> str | None:
@@ -1002,6 +1055,13 @@ async def _settled(work: Awaitable[_T], *, on_cancel: Callable[[_T], None] | Non
             if on_cancel is not None:
                 await asyncio.to_thread(on_cancel, result)
         raise
+
+
+def _unless_ended(st: SessionState, stage: Callable[[Any], None]) -> Callable[[Any], None]:
+    def staged(tx: Any) -> None:
+        if not st.ctx.ended:
+            stage(tx)
+    return staged
 
 
 def _denied(decision: Decision, reason: str) -> Decision:

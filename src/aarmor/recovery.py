@@ -18,9 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
-from aarmor.canonical import format_ts
 from aarmor.errors import ChainError, StoreError
 from aarmor.mediator import Mediator, SessionState
 from aarmor.model import Identity
@@ -39,11 +37,6 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def _wall() -> datetime:
-    # leases measure whether a process is alive: real time, whatever clock the Guard decides with
-    return datetime.now(UTC)
-
-
 class OwnerLease:
     """Keeps `owner` alive in the store: renewed every third of `seconds` by a daemon thread.
 
@@ -52,10 +45,13 @@ class OwnerLease:
     outcomes this process writes afterwards are refused (`StoreError`), never written twice.
     """
 
-    def __init__(self, store: Store, owner: str, seconds: float) -> None:
+    def __init__(self, store: Store, owner: str, seconds: float,
+                 on_tick: Callable[[], object] | None = None) -> None:
         self._store = store
         self.owner = owner
         self._seconds = seconds
+        #: run after each renewal (the Guard writes the records the store refused earlier)
+        self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,14 +62,21 @@ class OwnerLease:
         self._thread.start()
 
     def renew(self) -> None:
-        self._store.owner_renew(self.owner, format_ts(_wall() + timedelta(seconds=self._seconds)))
+        # the store's lease clock, not ours: a wall clock that steps must not make us look dead (or alive)
+        self._store.owner_renew(self.owner, self._seconds)
 
     def _run(self) -> None:
+        # `Event.wait` measures on the monotonic clock: a wall-clock step neither delays nor hurries renewals
         while not self._stop.wait(self._seconds / 3):
             try:
                 self.renew()
             except Exception:
                 log.exception("could not renew the owner lease of %s", self.owner)
+            if self._on_tick is not None:
+                try:
+                    self._on_tick()
+                except Exception:
+                    log.exception("owner lease tick of %s failed", self.owner)
 
     def close(self) -> None:
         """Stop renewing and give the lease up: what is left in flight is recoverable at once."""
@@ -94,13 +97,12 @@ def recover_actions(store: Store, mediator: Mediator, owner: str,
     Returns the receipt ids written; an action that cannot be recovered now is logged and left for the
     next run.
     """
-    leases = store.owner_leases()
-    now = format_ts(_wall())
+    alive = store.owners_alive()  # judged by the store's lease clock (docs/durability.md "Clock jumps")
     waiting = {(p.session_id, p.action_id) for status in ("pending", "approved")
                for p in store.pending_list(status=status)}
     done: list[str] = []
     for row in store.inflight_list():
-        if row.owner == owner or leases.get(row.owner, "") > now:
+        if row.owner == owner or row.owner in alive:
             continue  # ours, or its process is alive (renewed its lease moments ago)
         if (row.session_id, row.action_id) in waiting:
             continue  # waits for a human or context: `recover_abandoned` ends it once its lease runs out

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from aarmor.canonical import format_ts
 from aarmor.store import PendingRecord, Store
 
-__all__ = ["OWNER", "Wakeups", "parse_ts", "renew_lease"]
+__all__ = ["OWNER", "Overdue", "Wakeups", "parse_ts", "renew_lease"]
 
 #: this process, as the owner of the items its callers wait on
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -28,6 +28,29 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Overdue:
+    """Each waited-for item's timeout on this process's monotonic clock, next to its stored wall-clock
+    deadline: a wall clock stepped backwards must not stretch a wait beyond its timeout (a step forwards
+    ends it early, as a DENY: fail closed). docs/durability.md "Clock jumps"."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def start(self, item_id: str, seconds: float) -> None:
+        with self._lock:
+            self._until[item_id] = time.monotonic() + max(0.0, seconds)
+
+    def due(self, item_id: str) -> bool:
+        with self._lock:
+            until = self._until.get(item_id)
+        return until is not None and time.monotonic() >= until
+
+    def drop(self, item_id: str) -> None:
+        with self._lock:
+            self._until.pop(item_id, None)
 
 
 class Wakeups:

@@ -48,6 +48,7 @@ WAITER = textwrap.dedent("""
     from aarmor.config import ApprovalsConfig, DeferralsConfig, load_config
     home, tool, marker = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = load_config(policy=f"{home}/policy.yaml", store=f"sqlite:///{home}/a.db", keys=f"{home}/keys",
+                      recovery_lease=1.0,  # its process is judged dead by its owner lease (docs/durability.md)
                       approvals=ApprovalsConfig(groups=(("finance-manager", ("carol@company.com",)),),
                                                 poll_interval=0.05, lease_seconds=1.0),
                       deferrals=DeferralsConfig(poll_interval=0.05, lease_seconds=1.0))

@@ -93,13 +93,14 @@ def test_a_recovered_tombstone_cannot_be_claimed_or_listed(store: Store) -> None
 
 
 def test_owner_leases_are_renewed_and_released(store: Store) -> None:
-    store.owner_renew("host:1:aaaa", "2026-11-29T10:00:30.000Z")
-    store.owner_renew("host:1:aaaa", "2026-11-29T10:01:00.000Z")
-    store.owner_renew("host:2:bbbb", "2026-11-29T10:00:10.000Z")
-    assert store.owner_leases() == {"host:1:aaaa": "2026-11-29T10:01:00.000Z",
-                                    "host:2:bbbb": "2026-11-29T10:00:10.000Z"}
+    store.owner_renew("host:1:aaaa", 0.0)  # already run out
+    store.owner_renew("host:2:bbbb", 60.0)
+    assert set(store.owner_leases()) == {"host:1:aaaa", "host:2:bbbb"}
+    assert store.owners_alive() == {"host:2:bbbb"}
+    store.owner_renew("host:1:aaaa", 60.0)  # renewed: alive again
+    assert store.owners_alive() == {"host:1:aaaa", "host:2:bbbb"}
     store.owner_release("host:1:aaaa")
-    assert store.owner_leases() == {"host:2:bbbb": "2026-11-29T10:00:10.000Z"}
+    assert set(store.owner_leases()) == {"host:2:bbbb"} and store.owners_alive() == {"host:2:bbbb"}
 
 
 def test_a_store_without_owner_tracks_nothing(store: Store) -> None:

@@ -186,6 +186,7 @@ class Session:
             if self._state.closed:
                 return
             self._state.closed = True
+        self._guard.mediator.flush_unrecorded()  # outcomes the store refused earlier go before the end
         self._state.ctx.end(self._guard._clock())
 
     def __enter__(self) -> Session:

@@ -32,7 +32,7 @@ from aarmor.canonical import format_ts
 from aarmor.config import ApprovalsConfig
 from aarmor.errors import InputError, NotFound, Refused
 from aarmor.store import PendingRecord, Store
-from aarmor.waiting import OWNER, ClockFn, Wakeups, parse_ts, renew_lease, sleep_for
+from aarmor.waiting import OWNER, ClockFn, Overdue, Wakeups, parse_ts, renew_lease, sleep_for
 
 __all__ = ["ANYONE", "ApprovalDesk", "approval_view"]
 
@@ -73,6 +73,7 @@ class ApprovalDesk:
         self._clock = clock
         self.notifications = notifications
         self._wake = Wakeups()
+        self._overdue = Overdue()
         self._closing = threading.Event()
 
     # --- the waiting side (ApprovalService) --------------------------------------------------------
@@ -99,6 +100,7 @@ class ApprovalDesk:
 
     def wait(self, req: ApprovalRequest) -> ApprovalResult:
         ev = self._wake.register(req.request_id)
+        self._overdue.start(req.request_id, req.timeout)
         try:
             rec = self.submit(req)
             while True:
@@ -109,9 +111,11 @@ class ApprovalDesk:
                 self._wake.wait(ev, sleep_for(self._next_wake(rec), now, self._cfg.poll_interval))
         finally:
             self._wake.unregister(req.request_id)
+            self._overdue.drop(req.request_id)
 
     async def wait_async(self, req: ApprovalRequest) -> ApprovalResult:
         ev = self._wake.register(req.request_id)
+        self._overdue.start(req.request_id, req.timeout)
         rec: PendingRecord | None = None
         try:
             rec = self.submit(req)
@@ -129,6 +133,7 @@ class ApprovalDesk:
             raise
         finally:
             self._wake.unregister(req.request_id)
+            self._overdue.drop(req.request_id)
 
     def close(self) -> None:
         """Release every waiter as not granted (their items end as expired)."""
@@ -153,7 +158,7 @@ class ApprovalDesk:
             return rec, self._take(rec, req, now)
         if rec.status != PENDING:  # expired or abandoned by someone else (recovery): not granted
             return rec, self._not_granted(rec, f"approval ended as {rec.status}", now)
-        if self._closing.is_set() or now >= parse_ts(rec.deadline):
+        if self._closing.is_set() or now >= parse_ts(rec.deadline) or self._overdue.due(rec.item_id):
             why = "guard closed while waiting" if self._closing.is_set() else (
                 f"timeout: no approver decided within {req.timeout:g} s")
             done = self._store.pending_update(rec.item_id, rec.version, status=EXPIRED,

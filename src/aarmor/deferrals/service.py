@@ -32,7 +32,7 @@ from aarmor.config import DeferralsConfig
 from aarmor.deferrals import DeferralRequest, DeferralResolution
 from aarmor.errors import InputError, NotFound, Refused
 from aarmor.store import PendingRecord, Store
-from aarmor.waiting import OWNER, ClockFn, Wakeups, parse_ts, renew_lease, sleep_for
+from aarmor.waiting import OWNER, ClockFn, Overdue, Wakeups, parse_ts, renew_lease, sleep_for
 
 __all__ = ["DeferralDesk", "Resolver", "deferral_view"]
 
@@ -74,6 +74,7 @@ class DeferralDesk:
         self._cfg = config
         self._clock = clock
         self._wake = Wakeups()
+        self._overdue = Overdue()
         self._closing = threading.Event()
         self._resolvers: list[tuple[str, Resolver]] = [
             (f"http {r.url}", _http_resolver(r.url, r.timeout)) for r in config.resolvers]
@@ -106,6 +107,7 @@ class DeferralDesk:
                   **(extra or {})},
         )
         self._store.pending_put(rec)
+        self._overdue.start(rec.item_id, req.timeout)
         with self._lock:
             self._by_session.setdefault(rec.session_id, set()).add(rec.item_id)
         self._wake.register(rec.item_id)
@@ -122,7 +124,7 @@ class DeferralDesk:
         return fresh
 
     def expired(self, rec: PendingRecord) -> bool:
-        return self._closing.is_set() or self._clock() >= parse_ts(rec.deadline)
+        return self._closing.is_set() or self._clock() >= parse_ts(rec.deadline) or self._overdue.due(rec.item_id)
 
     def wait(self, rec: PendingRecord) -> None:
         ev = self._wake.register(rec.item_id)
@@ -150,6 +152,7 @@ class DeferralDesk:
 
     def _forget(self, rec: PendingRecord) -> None:
         self._wake.unregister(rec.item_id)
+        self._overdue.drop(rec.item_id)
         with self._lock:
             self._by_session.get(rec.session_id, set()).discard(rec.item_id)
             self._asked.pop(rec.item_id, None)

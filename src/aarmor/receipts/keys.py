@@ -8,7 +8,9 @@ Rules:
 - `current` names the signing key. Rotation writes a new key and moves `current`; old keys stay, so
   receipts signed before the rotation still verify.
 - Key ids are `aarmor-YYYYMMDD-<8 hex>`; a key file whose name is not a valid key id is refused.
-- A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key.
+- A key generated on first use is a development key: `DevelopmentKeyWarning` is raised once per key. It is
+  generated only in a directory without private keys: a missing `current` next to keys is an error.
+- Key files are written whole (temporary name, fsync, rename): a failed write (disk full) leaves nothing.
 - Keys print only their key id; no repr shows key bytes.
 - Public keys export as PEM (with `key_id` comment lines) or JWKS (OKP / Ed25519, `kid`).
 """
@@ -74,9 +76,20 @@ class Keyring:
         """
         path = Path(directory)
         pointer = path / "current"
-        if not pointer.exists():
+        try:
+            pointer.stat()
+            missing = False
+        except FileNotFoundError:
+            missing = True
+        except OSError as exc:  # e.g. a key directory this process may not enter: say so, never a new key
+            raise SigningKeyError(f"cannot read `{pointer}`: {exc.strerror}") from exc
+        if missing:
             if not create:
                 raise SigningKeyError(f"no signing key in `{path}`; run `aarmor keys generate`")
+            kept = sorted(p.name for p in path.glob("*.pem")) if path.is_dir() else []
+            if kept:  # a lost pointer is a fault to repair, not a reason to sign with a fresh key
+                raise SigningKeyError(f"`{pointer}` is missing but `{path}` holds private keys ({', '.join(kept)}); "
+                                      "restore it (it names the current key id)")
             ring = cls(path, "", {})
             key_id = ring._generate()
             warnings.warn(f"generated development signing key `{key_id}` in `{path}`; use a managed key in "
@@ -138,16 +151,14 @@ class Keyring:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        target = self.directory / f"{key_id}.pem"
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
         pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
-        (self.directory / f"{key_id}.pub").write_bytes(pub)
-        tmp = self.directory / "current.tmp"
-        tmp.write_text(key_id + "\n")
-        os.replace(tmp, self.directory / "current")  # INVARIANT: `current` always names a complete key
+        # each file appears whole or not at all: a full disk must not leave a truncated `.pem` behind, which
+        # would make every later `Keyring.open` fail
+        _write_whole(self.directory / f"{key_id}.pem", pem, 0o600)
+        _write_whole(self.directory / f"{key_id}.pub", pub, 0o644)
+        # INVARIANT: `current` always names a complete key
+        _write_whole(self.directory / "current", (key_id + "\n").encode(), 0o644, replace=True)
         self._private[key_id] = key
         self._public[key_id] = key.public_key()
         self._current = key_id
@@ -180,9 +191,33 @@ class Keyring:
         raise ValueError(f"unknown public key format `{fmt}`; expected pem or jwks")
 
 
+def _write_whole(target: Path, data: bytes, mode: int, *, replace: bool = False) -> None:
+    """Write `data` to a temporary name, fsync, and rename it to `target` (which must not exist unless
+    `replace`); on any error the temporary file is removed and nothing appears."""
+    if not replace and target.exists():
+        raise FileExistsError(f"`{target}` already exists")
+    tmp = target.with_name(f".{target.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _load_private(path: Path) -> Ed25519PrivateKey:
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise SigningKeyError(f"private key `{path}` is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise SigningKeyError(f"private key `{path}` has mode {mode:04o}; it must not be accessible to group "
                                   "or others (chmod 600)")

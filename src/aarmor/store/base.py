@@ -270,8 +270,9 @@ class Store(ABC):
         """Actions requested and not yet ended (recovered tombstones left out), oldest first."""
 
     @abstractmethod
-    def owner_renew(self, owner: str, lease_until: str) -> None:
-        """Insert or extend `owner`'s lease (RFC 3339 UTC, `format_ts` shape): it is alive until then."""
+    def owner_renew(self, owner: str, seconds: float) -> None:
+        """Insert or extend `owner`'s lease: it is alive for `seconds` from now, by the store's lease clock
+        (never the caller's wall clock: docs/durability.md "Clock jumps")."""
 
     @abstractmethod
     def owner_release(self, owner: str) -> None:
@@ -279,7 +280,11 @@ class Store(ABC):
 
     @abstractmethod
     def owner_leases(self) -> dict[str, str]:
-        """Every owner's lease end, by owner."""
+        """Every owner's stored lease, by owner (its text is the backend's: for inspection)."""
+
+    @abstractmethod
+    def owners_alive(self) -> set[str]:
+        """The owners whose lease still runs, judged by the same clock that `owner_renew` wrote it with."""
 
     def inflight_owner(self, session_id: str, action_id: str) -> str | None:
         return self._inflight_owner(session_id, action_id)

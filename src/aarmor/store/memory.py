@@ -11,6 +11,7 @@ from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store
+from aarmor.store.lease_clock import lease_alive, lease_text
 from aarmor.store.records import (
     RECOVERED,
     ApiToken,
@@ -135,9 +136,9 @@ class MemoryStore(Store):
             return sorted((r for r in self._inflight.values() if r.owner != RECOVERED),
                           key=lambda r: (r.requested_at, r.session_id, r.log_seq))
 
-    def owner_renew(self, owner: str, lease_until: str) -> None:
+    def owner_renew(self, owner: str, seconds: float) -> None:
         with self._lock:
-            self._owners[owner] = lease_until
+            self._owners[owner] = lease_text(seconds)
 
     def owner_release(self, owner: str) -> None:
         with self._lock:
@@ -146,6 +147,9 @@ class MemoryStore(Store):
     def owner_leases(self) -> dict[str, str]:
         with self._lock:
             return dict(self._owners)
+
+    def owners_alive(self) -> set[str]:
+        return {o for o, t in self.owner_leases().items() if lease_alive(t)}
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:

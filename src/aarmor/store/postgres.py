@@ -633,10 +633,13 @@ class PostgresStore(Store):
                          (RECOVERED,))
         return [InflightRecord(s, a, int(q), o, t) for s, a, q, o, t in rows]
 
-    def owner_renew(self, owner: str, lease_until: str) -> None:
+    # Leases are written and judged by the server's clock (`clock_timestamp()`), never a client's: clients
+    # on several hosts, or one whose wall clock steps, agree on who is alive (docs/durability.md "Clock
+    # jumps"). The text has `format_ts`'s shape, so leases written by older clients compare the same way.
+    def owner_renew(self, owner: str, seconds: float) -> None:
         with self._txn():
-            self._x("INSERT INTO owners VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET "
-                    "lease_until=excluded.lease_until", (owner, lease_until))
+            self._x("INSERT INTO owners VALUES (%s, " + _server_ts("clock_timestamp() + make_interval(secs => %s)") +
+                    ") ON CONFLICT (owner) DO UPDATE SET lease_until=excluded.lease_until", (owner, float(seconds)))
 
     def owner_release(self, owner: str) -> None:
         with self._txn():
@@ -644,6 +647,10 @@ class PostgresStore(Store):
 
     def owner_leases(self) -> dict[str, str]:
         return {str(o): str(t) for o, t in self._all("SELECT owner, lease_until FROM owners")}
+
+    def owners_alive(self) -> set[str]:
+        return {str(r[0]) for r in self._all("SELECT owner FROM owners WHERE lease_until > " +
+                                             _server_ts("clock_timestamp()"))}
 
     # --- the telemetry spool ------------------------------------------------------------------------------
     def _insert_telemetry(self, ev: TelemetryEvent) -> None:
@@ -803,3 +810,8 @@ def _without_password(url: str) -> str:
 
 def _why(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _server_ts(expr: str) -> str:
+    """SQL giving the timestamp `expr` as text in `format_ts`'s shape (UTC, milliseconds, `Z`)."""
+    return f"to_char(({expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"

@@ -18,6 +18,7 @@ from typing import Any
 
 from aarmor.errors import StoreError
 from aarmor.store.base import PENDING_FIELDS, Store, receipt_leaf, sql_filter
+from aarmor.store.lease_clock import lease_alive, lease_text
 from aarmor.store.records import (
     RECOVERED,
     ApiToken,
@@ -495,10 +496,10 @@ class SqliteStore(Store):
                          (RECOVERED,))
         return [InflightRecord(str(s), str(a), int(q), str(o), str(t)) for s, a, q, o, t in rows]  # type: ignore[call-overload]
 
-    def owner_renew(self, owner: str, lease_until: str) -> None:
+    def owner_renew(self, owner: str, seconds: float) -> None:
         with self._txn():
             self._db.execute("INSERT INTO owners VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET "
-                             "lease_until=excluded.lease_until", (owner, lease_until))
+                             "lease_until=excluded.lease_until", (owner, lease_text(seconds)))
 
     def owner_release(self, owner: str) -> None:
         with self._txn():
@@ -506,6 +507,9 @@ class SqliteStore(Store):
 
     def owner_leases(self) -> dict[str, str]:
         return {str(o): str(t) for o, t in self._all("SELECT owner, lease_until FROM owners", ())}
+
+    def owners_alive(self) -> set[str]:
+        return {o for o, t in self.owner_leases().items() if lease_alive(t)}
 
     # --- the credential log -----------------------------------------------------------------------------
     def credential_event(self, ev: CredentialEvent) -> None:

@@ -1,11 +1,13 @@
 """`file`: formatted events appended to a file, one per line, rotated by size.
 
 Each batch is written and fsync'd before `send` returns, so a delivered event is on disk. Rotation keeps
-`backups` older files (`events.jsonl.1` is the newest of them); a line is never split across files.
+`backups` older files (`events.jsonl.1` is the newest of them); a line is never split across files,
+and a write the disk could not take whole (disk full) is cut back off before the batch is retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,11 +46,18 @@ class FileSink:
             if size and size + len(data) > self.max_bytes:
                 self._rotate()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            start = os.fstat(fd).st_size
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
+            except OSError:
+                # a full disk may take part of the batch: cut it off again, so that the retry (the cursor
+                # did not move) neither splits a line nor writes an event twice
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
             finally:
                 os.close(fd)
         except OSError as exc:
