@@ -169,6 +169,7 @@ class PostgresStore(Store):
         self._idle: list[_Conn] = [self._conns[0]]
         self._bound = threading.local()
         self._closed = False
+        self._stopped = threading.Event()
         # The watchdog: a server that stops answering (paused, a network path that drops packets silently)
         # would make a call wait forever (libpq has no client-side timeout). An operation running longer than
         # `op_timeout` has its socket shut down, so it fails (StoreError: the call is refused) and the next
@@ -179,21 +180,28 @@ class PostgresStore(Store):
     def _watch(self) -> None:
         tick = min(1.0, self.op_timeout / 4)
         while not self._closed:
-            time.sleep(tick)
-            with self._cond:
-                conns = list(self._conns)
-            for c in conns:
-                since = c.busy_since
-                if since is not None and time.monotonic() - since > self.op_timeout:
-                    log.error("PostgreSQL store %s: no answer for %.0f s; dropping the connection", self._safe_url,
-                              self.op_timeout)
-                    with contextlib.suppress(OSError, AttributeError, ValueError):
-                        sock = socket.socket(fileno=os.dup(c.db.pgconn.socket))
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        finally:
-                            sock.close()
-                    c.busy_since = None
+            try:
+                if self._stopped.wait(tick):  # an Event, not time.sleep: woken at close
+                    return
+                self._check_stuck()
+            except Exception:  # the watchdog must outlive anything unexpected: without it a call could hang
+                log.exception("PostgreSQL store %s: watchdog tick failed", self._safe_url)
+
+    def _check_stuck(self) -> None:
+        with self._cond:
+            conns = list(self._conns)
+        for c in conns:
+            since = c.busy_since
+            if since is not None and time.monotonic() - since > self.op_timeout:
+                log.error("PostgreSQL store %s: no answer for %.0f s; dropping the connection", self._safe_url,
+                          self.op_timeout)
+                with contextlib.suppress(OSError, AttributeError, ValueError):
+                    sock = socket.socket(fileno=os.dup(c.db.pgconn.socket))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+                c.busy_since = None
 
     # --- connections --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -703,6 +711,7 @@ class PostgresStore(Store):
             if self._closed:
                 return
             self._closed = True
+            self._stopped.set()
             idle, self._idle = self._idle, []
             self._cond.notify_all()
         for c in idle:  # connections in use are closed when given back
