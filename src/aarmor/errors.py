@@ -109,7 +109,13 @@ class StoreError(AarmorError):
     """The store could not read or write durably. Mediation fails closed on it."""
 
 
-class ProcessEnded(AarmorError):
+class OutcomeUnknown(AarmorError):
+    """Whether an allowed tool ran is not known: its executor never reported (a remote client past its
+    outcome deadline, a process that ended). The receipt says `executed: "unknown"`, `success: null`:
+    neither "ran" nor "did not run" would be the truth."""
+
+
+class ProcessEnded(OutcomeUnknown):
     """The process that mediated an action ended between its `action_requested` entry and its outcome.
 
     Crash recovery records it as the action's error: whether the tool ran is unknown (docs/durability.md).

@@ -64,6 +64,7 @@ from aarmor.errors import (
     ActionDenied,
     ChainError,
     InputError,
+    OutcomeUnknown,
     OutputWithheld,
     ProcessEnded,
     StoreError,
@@ -772,6 +773,8 @@ class Mediator:
         call.execution["success"] = call.tool_error is None
         if call.tool_error is not None:
             call.execution["error"] = f"{type(call.tool_error).__name__}: {call.tool_error}"
+        if isinstance(call.tool_error, OutcomeUnknown):  # the executor never said: not a failure, not a success
+            call.execution.update(success=None, executed="unknown")
 
     # --- phase 4: outcome + receipt, one commit -------------------------------------------------
     def _end(self, call: _Call) -> Any:
@@ -790,8 +793,10 @@ class Mediator:
                 req = tx.requested(call.action, call.decision, parameters_view=call.params_view, alerts=_alerts(call),
                                    parameters_digest=call.params_digest, now=call.now)
                 call.log_seq, call.context_hash = req.seq, req.entry_hash
+            unknown = isinstance(call.tool_error, OutcomeUnknown)
             log, _labels = tx.outcome(
-                call.action, executed=executed, success=None if not executed else call.tool_error is None,
+                call.action, executed=executed,
+                success=None if not executed or unknown else call.tool_error is None,
                 output=call.output if executed and call.tool_error is None else None,
                 error=call.tool_error or call.error, now=self._clock(), effects=call.decision.effects)
             if call.execution is not None:
@@ -981,7 +986,8 @@ class Mediator:
                                                   "message": str(call.error)},
             parameters_view=call.params_view,
         )
-        body["enforcement"] = {"result": call.final.result.value, "executed": call.execution is not None,
+        ran = False if call.execution is None else call.execution.get("executed", True)
+        body["enforcement"] = {"result": call.final.result.value, "executed": ran,
                                "reason": call.final.reason, "identity_flag": call.flag}
         if call.recovered is not None:  # crash recovery: the tool may have run, nobody knows its outcome
             body["enforcement"].update(executed="unknown", recovered=call.recovered)

@@ -180,3 +180,40 @@ def test_a_rotation_on_a_full_disk_leaves_no_half_written_key(tmp_path: Path) ->
         disk.free()
         new = ring.rotate()
         assert Keyring.open(keys, create=False).current_key_id == new
+
+
+POLICY_PROBE = textwrap.dedent("""
+    import sys
+    from aarmor.errors import AarmorError
+    from aarmor.policy import load_policy
+    try:
+        load_policy(sys.argv[1])
+        print("loaded")
+    except AarmorError as exc:
+        print(type(exc).__name__, exc)
+""")
+
+
+@pytest.mark.parametrize("layout", ["file closed", "directory closed"])
+def test_a_policy_the_process_user_may_not_read_is_a_policy_error_naming_it(outside_tmp: Path, layout: str) -> None:
+    """Found beside the key faults: a policy path the process may not look into raised a bare PermissionError
+    (from `Path.is_dir`), not the PolicyError the loader promises. Run as `nobody`, as root reads anything."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run as an unprivileged user"
+    pdir = outside_tmp / "policies"
+    pdir.mkdir()
+    (pdir / "main.yaml").write_text(POLICY)
+    if layout == "file closed":
+        pdir.chmod(0o755)
+        (pdir / "main.yaml").chmod(0o600)  # root's
+        target = pdir / "main.yaml"
+    else:
+        pdir.chmod(0o700)  # root's: nobody may not look inside
+        target = pdir / "sub"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                           POLICY_PROBE, str(target)], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=outside_tmp)
+    out = done.stdout.strip()
+    assert out.startswith("PolicyError"), (out, done.stderr[-2000:])
+    assert "Permission denied" in out and str(target) in out

@@ -292,7 +292,9 @@ def test_reported_failure_and_missing_outcome_are_recorded(serve: Any) -> None:
     r1 = srv.guard.store.get_receipt(failed["receipt_id"]).body
     assert r1["execution"]["success"] is False and "SMTP 550" in r1["execution"]["error"]
     r2 = srv.guard.store.get_receipt(silent["receipt_id"]).body
-    assert r2["execution"]["success"] is False and "OutcomeUnknown" in r2["execution"]["error"]
+    # neither ran nor failed: unknown, as for an action whose process ended (docs/receipts.md)
+    assert r2["execution"]["success"] is None and "OutcomeUnknown" in r2["execution"]["error"]
+    assert r2["execution"]["executed"] == "unknown" and r2["enforcement"]["executed"] == "unknown"
 
 
 def test_another_agent_cannot_use_or_read_a_session_or_action(serve: Any) -> None:

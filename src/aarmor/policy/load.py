@@ -92,8 +92,12 @@ def load_policy(
     """
     p = Path(path)
     doms = _norm_domains(internal_domains)
-    if p.is_dir():
-        files = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.endswith(CASES_SUFFIX))
+    try:  # a path this process may not look into: Path.is_dir and glob raise PermissionError
+        files = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.endswith(CASES_SUFFIX)) \
+            if p.is_dir() else None
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy: {exc.strerror or exc}", file=str(p)) from exc
+    if files is not None:
         if not files:
             raise PolicyError("directory holds no *.yaml policy files (empty means no)", file=str(p))
         total = 0

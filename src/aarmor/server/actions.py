@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from aarmor import errors
 from aarmor.canonical import format_ts
 from aarmor.credentials.model import Credential, current
 from aarmor.errors import ActionDenied
@@ -50,8 +51,9 @@ class RemoteToolError(Exception):
     """The client reported that the tool failed (recorded in the receipt's execution block)."""
 
 
-class OutcomeUnknown(Exception):
-    """The client did not report an outcome in time: whether the tool ran is unknown."""
+class OutcomeUnknown(errors.OutcomeUnknown):
+    """The client did not report an outcome in time: whether the tool ran is unknown (the receipt says
+    `executed: "unknown"`, as for an action whose process ended)."""
 
 
 @dataclass(frozen=True, slots=True)
