@@ -603,7 +603,7 @@ class Mediator:
             "request_id": req.request_id, "requested_at": format_ts(req.requested_at),
             "approvers": list(req.approvers), "approver": res.approver, "granted": res.granted,
             "reason": res.reason, "decided_at": format_ts(res.decided_at), "timeout": req.timeout,
-            "source": req.source, "identity_verified": res.identity_verified,
+            "source": req.source, "identity_verified": res.identity_verified, "channel": res.channel,
         }
         call.st.ctx.record_event("approval_decided", {**call.approval, **_about(call)}, now=self._clock())
         if not res.granted:

@@ -78,6 +78,7 @@ def test_step_up_interrupt_refused_then_approved_runs_once_with_the_approval_rec
     [body] = verify(guard, SID)
     assert body["action"]["action_id"] == ask["action_id"] and body["enforcement"]["executed"] is True
     assert body["approval"]["request_id"] == ask["id"] and body["approval"]["approver"] == "carol@company.com"
+    assert body["approval"]["channel"] == "langgraph"  # where the human answered, in the signed receipt
     item = guard.approvals.get(ask["id"])
     assert item["decision"]["channel"] == "langgraph" and item["decision"]["reason"] == "invoice ok"
     assert [r["code"] for r in item["refusals"]] == ["self_approval"]
@@ -173,7 +174,7 @@ def test_approval_given_in_aarmor_while_paused_runs_on_resume(make_guard: Callab
     assert tools.ran == [("transfer", {"amount": 5000, "to": "acme"})]
     assert by_call(result)["c1"].content == "sent 5000 to acme"
     [body] = verify(guard, SID)
-    assert body["approval"]["reason"] == "via CLI" and guard.approvals.get(ask["id"])["decision"]["channel"] == "cli"
+    assert body["approval"]["reason"] == "via CLI" and body["approval"]["channel"] == "cli"
 
 
 def test_resume_where_the_action_cannot_continue_is_denied_not_repeated(make_guard: Callable[..., Any]) -> None:

@@ -56,6 +56,8 @@ class ApprovalResult:
     reason: str
     decided_at: datetime
     identity_verified: bool = False
+    #: where the decision was given (`cli`, `api`, `page`, `slack`, `langgraph`...); None: no one decided
+    channel: str | None = None
 
 
 class ApprovalService(Protocol):

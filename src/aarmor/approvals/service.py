@@ -188,9 +188,11 @@ class ApprovalDesk:
         out = rec.outcome or {}
         decided_at = parse_ts(out["decided_at"]) if out.get("decided_at") else now
         if rec.status == DENIED:
-            return ApprovalResult(False, out.get("approver"), str(out.get("reason") or "denied"), decided_at)
+            return ApprovalResult(False, out.get("approver"), str(out.get("reason") or "denied"), decided_at,
+                                  channel=out.get("channel"))
         self.consume(rec.item_id, req.action_digest, action_id=req.action.action_id)
-        return ApprovalResult(True, out.get("approver"), str(out.get("reason") or ""), decided_at)
+        return ApprovalResult(True, out.get("approver"), str(out.get("reason") or ""), decided_at,
+                              channel=out.get("channel"))
 
     def _not_granted(self, rec: PendingRecord, why: str, now: datetime) -> ApprovalResult:
         return ApprovalResult(False, None, why, now)
