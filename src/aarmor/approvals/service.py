@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import logging
 import threading
 import uuid
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from aarmor.store import PendingRecord, Store
 from aarmor.waiting import OWNER, ClockFn, Overdue, Wakeups, parse_ts, renew_lease, sleep_for
 
 __all__ = ["ANYONE", "ApprovalDesk", "approval_view"]
+
+log = logging.getLogger("aarmor.approvals")
 
 #: the eligible-approver entry meaning "any holder of an approver credential" (a rule that names nobody)
 ANYONE = "*"
@@ -305,12 +308,21 @@ class ApprovalDesk:
         return ANYONE in eligible or who in eligible
 
     def _refuse(self, rec: PendingRecord, code: str, *, by: str, channel: str) -> None:
-        """Record a refused decision or use on the item (best effort: a lost race is not retried)."""
-        body = dict(rec.body)
-        refusals = list(body.get("refusals", []))[-(_MAX_REFUSALS - 1):]
-        refusals.append({"code": code, "by": by, "channel": channel, "at": format_ts(self._clock())})
-        body["refusals"] = refusals
-        self._store.pending_update(rec.item_id, rec.version, body=body)
+        """Record a refused decision or use on the item. A compare-and-set lost to a concurrent change (the
+        rightful caller consuming the grant at the same moment) is retried on the fresh item: a refused
+        misuse must stay on the record (it was dropped once in a while before)."""
+        entry = {"code": code, "by": by, "channel": channel, "at": format_ts(self._clock())}
+        for _ in range(20):
+            body = dict(rec.body)
+            body["refusals"] = [*list(body.get("refusals", []))[-(_MAX_REFUSALS - 1):], entry]
+            if self._store.pending_update(rec.item_id, rec.version, body=body) is not None:
+                return
+            fresh = self._store.pending_get(rec.item_id)
+            if fresh is None:
+                return
+            rec = fresh
+        log.error("approval %s: refusal %s by %s could not be recorded (the item kept changing)", rec.item_id,
+                  code, by)
 
     def _send(self, event: str, rec: PendingRecord) -> None:
         if self.notifications is not None:
