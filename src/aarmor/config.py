@@ -187,6 +187,9 @@ class ServerConfig:
     #: the address approvers reach the page at, for links in notifications (default http(s)://host:port)
     public_url: str | None = None
     tls: TlsConfig | None = None
+    #: seconds an allowed action of the mediate protocol waits for its client's outcome report; then its
+    #: receipt says the outcome is unknown (docs/http-api.md)
+    outcome_timeout: float = 300.0
 
     @property
     def base_url(self) -> str:
@@ -626,6 +629,8 @@ class _Server(_Strict):
     port: int = Field(8731, ge=0, le=65535)
     public_url: str | None = Field(None, pattern=r"^https?://")
     tls: _Tls | None = None
+    # a tool may run long (a shell command: up to 10 minutes in Claude Code), but not for ever
+    outcome_timeout: float = Field(300.0, gt=0, le=86400)
 
 
 class _Principal(_Strict):
@@ -902,7 +907,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         approvals=_approvals(f.approvals, overrides),
         deferrals=_deferrals(f.deferrals, overrides),
         server=overrides.get("server") or ServerConfig(f.server.host, f.server.port, f.server.public_url,
-                                                       _tls(f.server.tls, base, "server")),
+                                                       _tls(f.server.tls, base, "server"),
+                                                       f.server.outcome_timeout),
         gateway=overrides.get("gateway") or _gateway(f.gateway, base),
         limits=overrides.get("limits") or limits,
         intent=_intent(f.intent, base, overrides.get("intent")),

@@ -45,6 +45,7 @@ def test_keyword_overrides_win(tmp_path: Path) -> None:
     ("tools: {\"\u0435mail\": {returns: [PII]}}\n", "U+0435"),
     ("- a list\n", "must be a mapping"),
     ("key: [unclosed\n", "not valid YAML"),
+    ("server: {outcome_timeout: 0}\n", "`server.outcome_timeout`"),
 ])
 def test_bad_configuration_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> None:
     f = tmp_path / "c.yaml"
@@ -57,3 +58,10 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path, text: str, needle: s
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_server_outcome_timeout_is_read(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("server: {outcome_timeout: 660}\n")
+    assert load_config(f).server.outcome_timeout == 660
+    assert load_config(tmp_path / "c.yaml", store="memory://").server.outcome_timeout == 660

@@ -84,7 +84,8 @@ def serve(make_guard: Callable[..., Any]) -> Iterator[Callable[..., Running]]:
 
     started: list[tuple[Any, threading.Thread]] = []
 
-    def start(policy: str = POLICY, *, outcome_timeout: float = 30.0, **overrides: Any) -> Running:
+    def start(policy: str = POLICY, *, outcome_timeout: float | None = 30.0, **overrides: Any) -> Running:
+        """`outcome_timeout=None`: the configuration's `server.outcome_timeout`, as `aarmor serve` runs."""
         overrides.setdefault("approvals", ApprovalsConfig(groups=GROUPS, poll_interval=0.02))
         overrides.setdefault("deferrals", DeferralsConfig(poll_interval=0.02))
         guard = make_guard(policy, **overrides)

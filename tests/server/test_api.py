@@ -275,6 +275,20 @@ def test_deferral_resolved_through_the_api_by_an_approver(serve: Any) -> None:
         assert c.get(f"/v1/actions/{act['action_id']}", params={"wait": 10}).json()["status"] == "allowed"
 
 
+def test_the_outcome_deadline_comes_from_the_configuration(serve: Any) -> None:
+    from aarmor.config import ServerConfig
+
+    srv = serve(outcome_timeout=None, server=ServerConfig(outcome_timeout=0.5))  # as `aarmor serve` builds it
+    agent = srv.token("agent", "agent")
+    sid = _session(srv, agent)
+    with srv.client(agent) as c:
+        a = c.post(f"/v1/sessions/{sid}/actions", json={"tool": "email.send", "arguments": {"to": "x"}}).json()
+        done = wait_for(lambda: c.get(f"/v1/actions/{a['action_id']}").json()["status"] == "outcome_unknown"
+                        and c.get(f"/v1/actions/{a['action_id']}").json(), what="outcome_unknown")
+    body = srv.guard.store.get_receipt(done["receipt_id"]).body
+    assert "within 0.5 s" in body["execution"]["error"] and body["enforcement"]["executed"] == "unknown"
+
+
 def test_reported_failure_and_missing_outcome_are_recorded(serve: Any) -> None:
     srv = serve(outcome_timeout=0.5)
     agent = srv.token("agent", "agent")

@@ -42,7 +42,7 @@ def serve(
         bind_host = host or guard.config.server.host
         bind_port = guard.config.server.port if port is None else port
         try:
-            app = create_app(guard)
+            app = create_app(guard)  # outcome deadline: server.outcome_timeout
         except AarmorError as exc:
             raise fail(str(exc)) from exc
         if not any(t.role == "admin" and t.revoked_at is None for t in guard.store.token_list()):

@@ -28,7 +28,8 @@ MISSING_EXTRA = "the HTTP server needs the `server` extra: pip install 'aarmor[s
 def create_app(guard: Guard, **options: Any) -> Starlette:
     """The ASGI application serving the API and the approver page for `guard`.
 
-    Options: `outcome_timeout` (seconds an allowed action waits for its outcome report, default 300),
+    Options: `outcome_timeout` (seconds an allowed action waits for its outcome report; default: the
+    configuration's `server.outcome_timeout`, 300),
     `secret` (cookie signing key; default `<home>/server-secret`, created 0600 on first use),
     `https_only` (Secure cookies; default: the configured public URL is https).
 

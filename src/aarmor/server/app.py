@@ -171,12 +171,14 @@ async def openapi(request: Request) -> Response:
     return json_response(openapi_document(public.rstrip("/") if public else str(request.base_url).rstrip("/")))
 
 
-def build_app(guard: Guard, *, outcome_timeout: float = 300.0, secret: str | None = None,
+def build_app(guard: Guard, *, outcome_timeout: float | None = None, secret: str | None = None,
               https_only: bool | None = None, max_in_flight: int = 1000) -> Starlette:
     """See `aarmor.server.create_app`."""
     secret = secret or load_secret(guard.config.home)
     if https_only is None:  # the configured public URL, else this listener (`server.tls`)
         https_only = guard.config.server.base_url.startswith("https://")
+    if outcome_timeout is None:
+        outcome_timeout = guard.config.server.outcome_timeout
     state = ServerState(guard, SessionRegistry(guard), ActionRunner(guard, outcome_timeout=outcome_timeout,
                                                                     max_in_flight=max_in_flight),
                         pages.Pages(guard))
