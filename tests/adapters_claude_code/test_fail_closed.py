@@ -10,6 +10,8 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.adapters_claude_code.conftest import Env, Result
 from tests.server.conftest import free_port
 
@@ -126,3 +128,14 @@ def test_outputs_the_api_refuses_or_too_large_are_still_reported(hook_env: Env) 
     outcomes = [e.body for e in env.server.guard.store.read_log(env.sid) if e.kind == "action_outcome"]
     assert [o["success"] for o in outcomes] == [True, True]
     assert outcomes[1]["output_bytes"] < 600_000
+
+
+def test_a_modify_without_the_modified_input_blocks_the_call() -> None:
+    """The hook prints `allow` + `updatedInput` for a MODIFY; with no modified input from the server it
+    would let the original input run, so it refuses before recording anything (exit 2 upstream)."""
+    from aarmor.adapters.claude_code import hook
+    from aarmor.adapters.claude_code.client import HookError
+
+    view = {"action_id": "act_1", "status": "allowed", "modified": True, "decision": {"result": "MODIFY"}}
+    with pytest.raises(HookError, match="modified but the server sent no modified input"):
+        hook._allowed(view, None, None, None, "bash", "toolu_1")  # type: ignore[arg-type]

@@ -267,6 +267,9 @@ def _resume_waiting(client: ServerClient, st: SessionState, digest: str) -> dict
 def _allowed(view: dict[str, Any], cfg: HookConfig, client: ServerClient, st: SessionState, tool: str,
              tool_use_id: str) -> Answer:
     aid = str(view["action_id"])
+    if view.get("modified") and not isinstance(view.get("parameters"), dict):
+        # never let the original input run for a MODIFY (the hook exits 2: the call is blocked)
+        raise HookError(f"aarmor: action {aid} was modified but the server sent no modified input")
     try:
         st.put_running(tool_use_id, {"action_id": aid, "tool": tool})
     except OSError as exc:
@@ -282,7 +285,7 @@ def _allowed(view: dict[str, Any], cfg: HookConfig, client: ServerClient, st: Se
     out: dict[str, Any] = {"hookEventName": "PreToolUse", "permissionDecision": "allow"}
     rule = decision.get("rule_id") or "the policy default"
     if view.get("modified"):
-        out["updatedInput"] = view.get("parameters")
+        out["updatedInput"] = view["parameters"]
         out["permissionDecisionReason"] = (f"aarmor: MODIFY by rule `{rule}`: {decision.get('reason', '')}; "
                                            f"the tool runs with the modified input (action {aid})")
     else:
