@@ -112,9 +112,11 @@ class ContextIn(_Body):
         return v
 
 
-#: "some character that is not white space" in both regex dialects that read this pattern: pydantic's
-#: (Unicode White_Space, which counts U+0085) and OpenAPI clients' ECMAScript one (which counts U+FEFF)
-REASON_PATTERN = r"[^\s\x85\ufeff]"
+#: "some character that is not white space" for every reader of this pattern: pydantic's regex (Unicode
+#: White_Space, which counts U+0085), OpenAPI clients' ECMAScript one (which counts U+FEFF), and the desks'
+#: own `str.strip()` check (Python's isspace, which also counts U+001C-U+001F: a reason of only those passed
+#: the schema and was refused as empty, found by schemathesis)
+REASON_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
 
 
 class DecideIn(_Body):
