@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -836,6 +836,18 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+_F = TypeVar("_F", bound=BaseModel)
+
+
+def _override_section(model: type[_F], override: Any, name: str) -> _F:
+    """A keyword override given as a mapping of the file's keys, validated as the file's section would be
+    (its relative paths are then taken from the working directory, not the configuration file's folder)."""
+    try:
+        return model.model_validate(override)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, f"override `{name}`")) from exc
+
+
 def _format_errors(exc: ValidationError, where: str) -> str:
     parts = []
     for err in exc.errors():
@@ -944,10 +956,7 @@ def _jwt(j: _Jwt | None, base: Path, override: Any) -> JwtConfig | None:
     if isinstance(override, JwtConfig):
         return override
     if override is not None:
-        try:
-            j = _Jwt.model_validate(override)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, "override `identity_jwt`")) from exc
+        j = _override_section(_Jwt, override, "identity_jwt")
         base = Path.cwd()
     if j is None:
         return None
@@ -972,10 +981,7 @@ def _credentials(c: _Credentials, base: Path, keys: Path, override: Any) -> Cred
     if isinstance(override, CredentialsConfig):
         return override
     if override is not None:
-        try:
-            c = _Credentials.model_validate(override)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, "override `credentials`")) from exc
+        c = _override_section(_Credentials, override, "credentials")
         base = Path.cwd()
     tools: list[tuple[str, CredentialToolConfig]] = []
     for raw_name, t in c.tools.items():
@@ -1001,10 +1007,7 @@ def _transparency(t: _Transparency, override: Any) -> TransparencyConfig:
     if isinstance(override, TransparencyConfig):
         return override
     if override is not None:
-        try:
-            t = _Transparency.model_validate(override)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, "override `transparency`")) from exc
+        t = _override_section(_Transparency, override, "transparency")
     return TransparencyConfig(t.sth_interval)
 
 
@@ -1017,10 +1020,7 @@ def _telemetry(t: _Telemetry, base: Path, override: Any) -> TelemetryConfig:
     if isinstance(override, TelemetryConfig):
         return override
     if override is not None:
-        try:
-            t = _Telemetry.model_validate(override)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, "override `telemetry`")) from exc
+        t = _override_section(_Telemetry, override, "telemetry")
         base = Path.cwd()
     sinks: list[TelemetrySinkConfig] = []
     for i, sk in enumerate(t.sinks):
@@ -1048,10 +1048,7 @@ def _intent(i: _Intent, base: Path, override: Any) -> IntentConfig:
         return override
     if override is not None:  # `intent={"scorer": "lexical"}` or `intent="lexical"`
         raw = {"scorer": override} if isinstance(override, str) else override
-        try:
-            i = _Intent.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, "override `intent`")) from exc
+        i = _override_section(_Intent, raw, "intent")
         base = Path.cwd()
     return IntentConfig(
         scorer=i.scorer, threads=i.threads, cache_size=i.cache_size,

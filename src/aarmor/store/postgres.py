@@ -785,25 +785,24 @@ def _own_options(url: str) -> tuple[str, float, int]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     mine = {k: v for k, v in query if k in ("aarmor_timeout", "aarmor_pool")}  # the last one given wins
-    timeout, pool = 30.0, 4
-    if "aarmor_timeout" in mine:
-        try:
-            timeout = float(mine["aarmor_timeout"])
-        except ValueError:
-            raise StoreError(f"store URL option aarmor_timeout=`{mine['aarmor_timeout']}` is not a number of "
-                             "seconds") from None
-        if not 0.5 <= timeout <= 3600:
-            raise StoreError(f"store URL option aarmor_timeout={timeout:g} is outside 0.5-3600 seconds")
-    if "aarmor_pool" in mine:
-        try:
-            pool = int(mine["aarmor_pool"])
-        except ValueError:
-            raise StoreError(f"store URL option aarmor_pool=`{mine['aarmor_pool']}` is not a whole number of "
-                             "connections") from None
-        if not 1 <= pool <= 64:
-            raise StoreError(f"store URL option aarmor_pool={pool} is outside 1-64 connections")
+    timeout = _option(mine, "aarmor_timeout", float, 30.0, (0.5, 3600), "a number of seconds", "seconds")
+    pool = _option(mine, "aarmor_pool", int, 4, (1, 64), "a whole number of connections", "connections")
     rest = urlencode([(k, v) for k, v in query if k not in mine])
-    return urlunsplit(parts._replace(query=rest)), timeout, pool
+    return urlunsplit(parts._replace(query=rest)), timeout, int(pool)
+
+
+def _option(given: dict[str, str], key: str, kind: type[float] | type[int], default: float,
+            bounds: tuple[float, float], what: str, unit: str) -> float:
+    """One of aarmor's store URL options: `default` when absent, else `kind(value)` within `bounds`."""
+    if key not in given:
+        return default
+    try:
+        value = kind(given[key])
+    except ValueError:
+        raise StoreError(f"store URL option {key}=`{given[key]}` is not {what}") from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise StoreError(f"store URL option {key}={value:g} is outside {bounds[0]:g}-{bounds[1]:g} {unit}")
+    return value
 
 
 def _without_password(url: str) -> str:
